@@ -1,1 +1,766 @@
-//! TODO: being written.
+//! The WebSocket connection state machine (RFC 6455 after the handshake), sans-IO.
+//!
+//! Bytes read from the socket go in through [`Connection::handle_read`]; complete messages
+//! and the end of the connection come out of [`Connection::poll_event`]; the replies the
+//! protocol obliges (pongs, the close echo, keep-alive pings) come out of
+//! [`Connection::poll_transmit`] as bytes for the caller to write. It reassembles fragmented
+//! messages, unmasks, validates UTF-8 (failing as soon as an invalid sequence arrives, also
+//! across fragments), inflates permessage-deflate messages, runs the close handshake and the
+//! keep-alive timer, and refuses oversized frames and messages before reserving memory.
+//!
+//! What it does not do: no socket, no clock (time comes in as `now`), no HTTP handshake
+//! ([`crate::ws::handshake`]), and no outbound queue: sending appends to a caller's buffer.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::ws::deflate::{DeflateError, PerMessageDeflate};
+use crate::ws::frame::{
+    self, FrameHeader, FrameLimits, OpCode, ProtocolError, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+};
+use crate::ws::mask::apply_mask;
+use crate::ws::utf8::{self, Utf8Validator};
+
+/// At most this much is reserved ahead for a message whose payload has not arrived yet;
+/// beyond it the buffer grows with the data, so a header announcing a large (but allowed)
+/// payload and then stalling costs little.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
+/// Which end of the connection this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts masked frames, sends unmasked ones.
+    Server,
+    /// Sends frames masked with keys from an xorshift PRNG seeded with `mask_seed`. The
+    /// keys are predictable to whoever knows the seed: fine for a load generator talking to
+    /// a router it trusts, not for a browser-grade client behind untrusted proxies.
+    Client {
+        /// Seed of the masking-key generator (0 is replaced by a fixed non-zero value).
+        mask_seed: u64,
+    },
+}
+
+/// Limits and timers of one connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The longest frame payload accepted; longer frames fail the connection with 1009
+    /// before anything is reserved for them.
+    pub max_frame_size: usize,
+    /// The longest message accepted (after inflating, for a compressed one); longer ones
+    /// fail the connection with 1009 as soon as that is known.
+    pub max_message_size: usize,
+    /// Send a ping after this long without one; `None` disables keep-alive.
+    pub ping_interval: Option<Duration>,
+    /// After a keep-alive ping, fail the connection if nothing at all arrives within this.
+    pub ping_timeout: Duration,
+}
+
+impl Default for Config {
+    /// 16 MiB frames and messages (what Autobahn's limits cases send, and Crossbar's
+    /// order of magnitude), no keep-alive, a 10 s pong timeout once keep-alive is enabled.
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a [`Connection`] reports to its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete message: reassembled, unmasked, inflated, and valid UTF-8 if `text`.
+    Message {
+        /// A text message (its bytes are valid UTF-8); otherwise binary.
+        text: bool,
+        /// The payload.
+        data: Bytes,
+    },
+    /// The close handshake finished: the peer's close code (`None` if it sent none) and
+    /// reason. Close the socket once the transmit buffer is written.
+    Closed {
+        /// The code the peer sent.
+        code: Option<u16>,
+        /// The reason the peer sent (valid UTF-8, at most 123 bytes).
+        reason: String,
+    },
+    /// The connection failed; a close frame (if the protocol calls for one) is queued for
+    /// [`Connection::poll_transmit`]. Write it and close the socket.
+    Failed(Error),
+}
+
+/// Why a connection failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer broke a protocol rule; the queued close carries
+    /// [`ProtocolError::close_code`].
+    Protocol(ProtocolError),
+    /// Nothing arrived within [`Config::ping_timeout`] of a keep-alive ping.
+    PongTimeout,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::PongTimeout => f.write_str("no answer to a keep-alive ping"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Where the connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close and wait for the peer's; incoming messages are still delivered.
+    CloseSent,
+    /// The close handshake is over.
+    Closed,
+    /// A protocol error or timeout ended the connection; input is ignored.
+    Failed,
+}
+
+/// The fragmented (or not yet complete) data message being received.
+struct Message {
+    text: bool,
+    compressed: bool,
+    /// Unmasked (and, when compressed, inflated) payload so far.
+    data: Vec<u8>,
+    /// Streaming validation for text messages received in pieces.
+    utf8: Utf8Validator,
+}
+
+/// The frame whose payload is being received.
+struct Frame {
+    header: FrameHeader,
+    received: u64,
+}
+
+/// One WebSocket connection after the handshake.
+///
+/// # Method categories
+///
+/// - Input: [`handle_read`](Self::handle_read) with every byte read from the socket, in
+///   order; [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+///   has passed.
+/// - Output: [`poll_event`](Self::poll_event) until `None`, then
+///   [`poll_transmit`](Self::poll_transmit) into the write buffer, then re-arm the timer from
+///   [`poll_timeout`](Self::poll_timeout). Once [`is_closed`](Self::is_closed) says so, write
+///   what is pending and close the socket.
+/// - Commands: [`send_message`](Self::send_message), [`send_ping`](Self::send_ping),
+///   [`close`](Self::close) append frames to a caller's buffer directly.
+///
+/// # Time
+///
+/// The connection never reads a clock: `now` comes from the caller
+/// ([`start_keepalive`](Self::start_keepalive), [`handle_timeout`](Self::handle_timeout)).
+///
+/// # Memory
+///
+/// Between messages it holds no payload buffer: a partial header lives in a 14-byte array,
+/// and message, control and event buffers are released when they empty.
+pub struct Connection {
+    role: Role,
+    rng: u64,
+    config: Config,
+    limits: FrameLimits,
+    deflate: Option<PerMessageDeflate>,
+    phase: Phase,
+    /// Bytes of a header that arrived split across reads.
+    header_buf: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    frame: Option<Frame>,
+    /// Payload of the control frame being received (at most 125 bytes).
+    control: Vec<u8>,
+    message: Option<Message>,
+    events: VecDeque<Event>,
+    /// The payload of the latest unanswered ping (RFC 6455 §5.5.3 lets us answer only the
+    /// most recent one, which keeps this bounded).
+    pong: Option<Vec<u8>>,
+    /// A keep-alive ping is due to be written.
+    ping_due: bool,
+    /// The close frame (code, reason) to write; set when answering or failing.
+    close_out: Option<(u16, String)>,
+    keepalive_deadline: Option<Instant>,
+    awaiting_pong: bool,
+    /// Something arrived since the last keep-alive ping.
+    activity: bool,
+}
+
+impl Connection {
+    /// A connection whose handshake is done. `deflate` holds the permessage-deflate
+    /// contexts if that extension was negotiated (it then allows RSV1).
+    pub fn new(role: Role, config: Config, deflate: Option<PerMessageDeflate>) -> Self {
+        let limits = FrameLimits {
+            max_frame_size: config.max_frame_size as u64,
+            rsv1_allowed: deflate.is_some(),
+            expect_masked: role == Role::Server,
+        };
+        let rng = match role {
+            Role::Client { mask_seed: 0 } => 0x9e37_79b9_7f4a_7c15,
+            Role::Client { mask_seed } => mask_seed,
+            Role::Server => 0,
+        };
+        Self {
+            role,
+            rng,
+            config,
+            limits,
+            deflate,
+            phase: Phase::Open,
+            header_buf: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            control: Vec::new(),
+            message: None,
+            events: VecDeque::new(),
+            pong: None,
+            ping_due: false,
+            close_out: None,
+            keepalive_deadline: None,
+            awaiting_pong: false,
+            activity: false,
+        }
+    }
+
+    /// Consumes all of `data` (read from the socket, possibly into a shared per-core
+    /// buffer); keeps only the bytes of an incomplete header and the payload of an
+    /// incomplete message. Queues events and replies; after an error the connection is
+    /// failed and further input is ignored.
+    pub fn handle_read(&mut self, data: &[u8]) {
+        if !matches!(self.phase, Phase::Open | Phase::CloseSent) {
+            return;
+        }
+        if !data.is_empty() {
+            self.activity = true;
+        }
+        if let Err(e) = self.read_frames(data) {
+            self.fail(Error::Protocol(e));
+        }
+    }
+
+    /// The next event, or `None` when there is none.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() != 0 {
+            // An idle connection keeps no buffer, not even the queue's few slots.
+            self.events = VecDeque::new();
+        }
+        event
+    }
+
+    /// Appends the frames the protocol obliges us to send (pong, keep-alive ping, close
+    /// echo or failure close) to `out`, in that order. Returns whether it appended anything.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        if let Some(payload) = self.pong.take() {
+            self.write_frame(out, false, OpCode::Pong, &payload);
+        }
+        if std::mem::take(&mut self.ping_due) {
+            self.write_frame(out, false, OpCode::Ping, &[]);
+        }
+        if let Some((code, reason)) = self.close_out.take() {
+            let payload = close_payload(code, &reason);
+            self.write_frame(out, false, OpCode::Close, &payload);
+        }
+        out.len() > before
+    }
+
+    /// Appends one message as a single frame to `out`, compressed when permessage-deflate
+    /// was negotiated and the message reaches its threshold. Ignored once a close has been
+    /// sent or received, as RFC 6455 §5.5.1 forbids data after a close.
+    pub fn send_message(&mut self, text: bool, data: &[u8], out: &mut Vec<u8>) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        if let Some(deflate) = self
+            .deflate
+            .as_mut()
+            .filter(|d| d.should_compress(data.len()))
+        {
+            let mut compressed = Vec::new();
+            // A compressor failure is local (allocation), never the peer's doing; the
+            // message then goes out uncompressed, which is always allowed.
+            if deflate.compress(data, &mut compressed).is_ok() {
+                self.write_frame(out, true, opcode, &compressed);
+                return;
+            }
+        }
+        self.write_frame(out, false, opcode, data);
+    }
+
+    /// Appends a ping to `out`; a payload over 125 bytes is cut to 125. Ignored once a
+    /// close has been sent or received.
+    pub fn send_ping(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+        self.write_frame(out, false, OpCode::Ping, payload);
+    }
+
+    /// Starts the close handshake: appends any pending replies and then a close frame with
+    /// `code` and `reason` (cut to 123 bytes at a character boundary) to `out`. The
+    /// connection is closed when the peer's close arrives ([`Event::Closed`]). Ignored
+    /// unless the connection is open.
+    pub fn close(&mut self, code: u16, reason: &str, out: &mut Vec<u8>) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.poll_transmit(out);
+        let payload = close_payload(code, reason);
+        self.write_frame(out, false, OpCode::Close, &payload);
+        self.phase = Phase::CloseSent;
+        self.keepalive_deadline = None;
+    }
+
+    /// The close handshake is over or the connection failed: once the transmit buffer is
+    /// written, the driver closes the socket.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed | Phase::Failed)
+    }
+
+    /// Arms the keep-alive timer (if [`Config::ping_interval`] is set), counting from `now`.
+    /// Call once after creating the connection.
+    pub fn start_keepalive(&mut self, now: Instant) {
+        if let (Some(interval), Phase::Open) = (self.config.ping_interval, self.phase) {
+            self.keepalive_deadline = Some(now + interval);
+            self.awaiting_pong = false;
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.keepalive_deadline
+    }
+
+    /// Runs the keep-alive timer: at the interval, queues a ping; if nothing arrived within
+    /// the timeout after it, fails the connection with [`Error::PongTimeout`]. Calls before
+    /// the deadline do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.keepalive_deadline else {
+            return;
+        };
+        if now < deadline || self.phase != Phase::Open {
+            return;
+        }
+        let Some(interval) = self.config.ping_interval else {
+            self.keepalive_deadline = None;
+            return;
+        };
+        if self.awaiting_pong && !self.activity {
+            self.keepalive_deadline = None;
+            self.fail(Error::PongTimeout);
+            return;
+        }
+        if self.awaiting_pong {
+            // Anything at all (not only the pong: a long message can delay it) proves the
+            // peer alive; the next ping is due one interval from now.
+            self.awaiting_pong = false;
+            self.keepalive_deadline = Some(now + interval);
+        } else {
+            self.ping_due = true;
+            self.awaiting_pong = true;
+            self.activity = false;
+            self.keepalive_deadline = Some(now + self.config.ping_timeout);
+        }
+    }
+
+    /// The bytes this connection holds beyond its own struct (buffers and queue), for
+    /// memory accounting and the idle-memory tests.
+    pub fn buffered_bytes(&self) -> usize {
+        self.control.capacity()
+            + self.message.as_ref().map_or(0, |m| m.data.capacity())
+            + self.events.capacity() * size_of::<Event>()
+            + self.pong.as_ref().map_or(0, Vec::capacity)
+    }
+
+    fn read_frames(&mut self, mut input: &[u8]) -> Result<(), ProtocolError> {
+        loop {
+            if !matches!(self.phase, Phase::Open | Phase::CloseSent) {
+                return Ok(());
+            }
+            if self.frame.is_none() {
+                if input.is_empty() {
+                    return Ok(());
+                }
+                let Some(header) = self.read_header(&mut input)? else {
+                    return Ok(());
+                };
+                if self.whole_message_at_once(&header, input) {
+                    // Fast path: a single-frame message entirely in this read.
+                    let len = header.payload_len as usize;
+                    self.read_whole_message(&header, &input[..len])?;
+                    input = &input[len..];
+                    continue;
+                }
+                self.begin_frame(header)?;
+            }
+            let Some(frame) = self.frame.as_ref() else {
+                return Ok(());
+            };
+            let remaining = frame.header.payload_len - frame.received;
+            // `n` is at most `input.len()`, so it fits in usize.
+            let n = remaining.min(input.len() as u64) as usize;
+            let (chunk, rest) = input.split_at(n);
+            input = rest;
+            if n > 0 {
+                self.read_payload(chunk)?;
+            }
+            if n as u64 == remaining {
+                self.end_frame()?;
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Parses the next header from the saved partial header and `input`, consuming its
+    /// bytes from `input`. `Ok(None)`: all of `input` was saved, more is needed.
+    fn read_header(&mut self, input: &mut &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
+        if self.header_len == 0 {
+            return match frame::parse_header(input, &self.limits)? {
+                Some(header) => {
+                    *input = &input[header.header_len..];
+                    Ok(Some(header))
+                }
+                None => {
+                    // A partial header is shorter than MAX_HEADER_LEN, or it would have
+                    // parsed; it fits the array.
+                    self.header_buf[..input.len()].copy_from_slice(input);
+                    self.header_len = input.len();
+                    *input = &[];
+                    Ok(None)
+                }
+            };
+        }
+        let old = self.header_len;
+        let take = (MAX_HEADER_LEN - old).min(input.len());
+        self.header_buf[old..old + take].copy_from_slice(&input[..take]);
+        match frame::parse_header(&self.header_buf[..old + take], &self.limits)? {
+            Some(header) => {
+                self.header_len = 0;
+                *input = &input[header.header_len - old..];
+                Ok(Some(header))
+            }
+            None => {
+                self.header_len = old + take;
+                *input = &input[take..];
+                Ok(None)
+            }
+        }
+    }
+
+    fn whole_message_at_once(&self, header: &FrameHeader, input: &[u8]) -> bool {
+        header.fin
+            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+            && self.message.is_none()
+            && header.payload_len <= input.len() as u64
+    }
+
+    fn read_whole_message(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ProtocolError> {
+        if payload.len() > self.config.max_message_size && !header.rsv1 {
+            return Err(ProtocolError::MessageTooLarge {
+                limit: self.config.max_message_size as u64,
+            });
+        }
+        let mut data = payload.to_vec();
+        if let Some(key) = header.mask {
+            apply_mask(&mut data, key, 0);
+        }
+        if header.rsv1 {
+            let mut inflated = Vec::new();
+            self.inflate(&data, true, &mut inflated)?;
+            data = inflated;
+        }
+        let text = header.opcode == OpCode::Text;
+        if text && !utf8::is_valid(&data) {
+            return Err(ProtocolError::TextNotUtf8);
+        }
+        self.events.push_back(Event::Message {
+            text,
+            data: Bytes::from(data),
+        });
+        Ok(())
+    }
+
+    /// Checks a header against the fragmentation and size rules and prepares to receive
+    /// its payload.
+    fn begin_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        let len = header.payload_len;
+        match header.opcode {
+            OpCode::Continuation => {
+                let Some(message) = self.message.as_mut() else {
+                    return Err(ProtocolError::ContinuationWithoutMessage);
+                };
+                if !message.compressed {
+                    check_message_size(message.data.len() as u64 + len, &self.config)?;
+                    message.data.reserve(reserve_for(len));
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::NewMessageDuringFragmented);
+                }
+                if !header.rsv1 {
+                    check_message_size(len, &self.config)?;
+                }
+                self.message = Some(Message {
+                    text: header.opcode == OpCode::Text,
+                    compressed: header.rsv1,
+                    data: Vec::with_capacity(reserve_for(len)),
+                    utf8: Utf8Validator::new(),
+                });
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                // The parser bounded control payloads at 125 bytes.
+                self.control = Vec::with_capacity(len as usize);
+            }
+        }
+        self.frame = Some(Frame {
+            header,
+            received: 0,
+        });
+        Ok(())
+    }
+
+    fn read_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        let Some(frame) = self.frame.as_mut() else {
+            return Ok(());
+        };
+        let header = frame.header;
+        // The phase is the payload offset modulo 4, so the cast cannot truncate.
+        let phase = (frame.received % 4) as usize;
+        frame.received += chunk.len() as u64;
+        if header.opcode.is_control() {
+            let start = self.control.len();
+            self.control.extend_from_slice(chunk);
+            if let Some(key) = header.mask {
+                apply_mask(&mut self.control[start..], key, phase);
+            }
+            return Ok(());
+        }
+        let compressed = self.message.as_ref().is_some_and(|m| m.compressed);
+        if compressed {
+            let mut scratch = chunk.to_vec();
+            if let Some(key) = header.mask {
+                apply_mask(&mut scratch, key, phase);
+            }
+            let mut message = self.message.take();
+            let result = match message.as_mut() {
+                Some(m) => self.inflate_into(m, &scratch, false),
+                None => Ok(()),
+            };
+            self.message = message;
+            return result;
+        }
+        let Some(message) = self.message.as_mut() else {
+            return Ok(());
+        };
+        let start = message.data.len();
+        message.data.extend_from_slice(chunk);
+        if let Some(key) = header.mask {
+            apply_mask(&mut message.data[start..], key, phase);
+        }
+        if message.text && message.utf8.feed(&message.data[start..]).is_err() {
+            return Err(ProtocolError::TextNotUtf8);
+        }
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> Result<(), ProtocolError> {
+        let Some(frame) = self.frame.take() else {
+            return Ok(());
+        };
+        let header = frame.header;
+        if header.opcode.is_control() {
+            let payload = std::mem::take(&mut self.control);
+            return self.handle_control(header.opcode, payload);
+        }
+        if !header.fin {
+            return Ok(());
+        }
+        let Some(mut message) = self.message.take() else {
+            return Ok(());
+        };
+        if message.compressed {
+            self.inflate_into(&mut message, &[], true)?;
+        }
+        if message.text && message.utf8.finish().is_err() {
+            return Err(ProtocolError::TextNotUtf8);
+        }
+        self.events.push_back(Event::Message {
+            text: message.text,
+            data: Bytes::from(message.data),
+        });
+        Ok(())
+    }
+
+    /// Inflates `input` into the message and validates the new text incrementally.
+    fn inflate_into(
+        &mut self,
+        message: &mut Message,
+        input: &[u8],
+        fin: bool,
+    ) -> Result<(), ProtocolError> {
+        let start = message.data.len();
+        self.inflate(input, fin, &mut message.data)?;
+        if message.text && message.utf8.feed(&message.data[start..]).is_err() {
+            return Err(ProtocolError::TextNotUtf8);
+        }
+        Ok(())
+    }
+
+    fn inflate(&mut self, input: &[u8], fin: bool, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        let Some(deflate) = self.deflate.as_mut() else {
+            // RSV1 is refused by the parser unless deflate was negotiated.
+            return Err(ProtocolError::Rsv1NotNegotiated);
+        };
+        deflate
+            .decompress(input, fin, out, limit)
+            .map_err(|e| match e {
+                DeflateError::TooLarge { .. } => ProtocolError::MessageTooLarge {
+                    limit: limit as u64,
+                },
+                _ => ProtocolError::DeflateCorrupt,
+            })
+    }
+
+    fn handle_control(&mut self, opcode: OpCode, payload: Vec<u8>) -> Result<(), ProtocolError> {
+        match opcode {
+            // After a close is sent nothing more may go out, pongs included.
+            OpCode::Ping if self.phase == Phase::Open => self.pong = Some(payload),
+            OpCode::Close => {
+                let (code, reason) = parse_close(&payload)?;
+                if self.phase == Phase::Open {
+                    // Echo the peer's code (RFC 6455 §5.5.1); a close without one is
+                    // answered with 1000, the normal closure.
+                    self.close_out = Some((code.unwrap_or(1000), String::new()));
+                }
+                self.phase = Phase::Closed;
+                self.message = None;
+                self.keepalive_deadline = None;
+                self.events.push_back(Event::Closed { code, reason });
+            }
+            // Pongs only prove the peer alive, which any input already recorded;
+            // unsolicited ones are ignored as §5.5.3 allows. Late pings go unanswered.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, error: Error) {
+        if let (Error::Protocol(e), Phase::Open) = (&error, self.phase) {
+            self.close_out = Some((e.close_code(), String::new()));
+        }
+        self.phase = Phase::Failed;
+        self.frame = None;
+        self.message = None;
+        self.control = Vec::new();
+        self.pong = None;
+        self.ping_due = false;
+        self.keepalive_deadline = None;
+        self.events.push_back(Event::Failed(error));
+    }
+
+    /// Appends one final frame, masking it in the client role.
+    fn write_frame(&mut self, out: &mut Vec<u8>, rsv1: bool, opcode: OpCode, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client { .. } => Some(self.next_mask()),
+        };
+        out.reserve(frame::header_len(payload.len(), mask.is_some()) + payload.len());
+        frame::write_header(out, true, rsv1, opcode, mask, payload.len());
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+    }
+
+    /// xorshift64: cheap, seeded, deterministic masking keys.
+    fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        // The low 32 bits of the state are the key; truncation is the point.
+        (x as u32).to_le_bytes()
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("phase", &self.phase)
+            .field("deflate", &self.deflate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a close code may appear on the wire (RFC 6455 §7.4): the defined codes that an
+/// endpoint may send (1000-1003, 1007-1011, and 1012-1014 registered later with IANA) and
+/// the ranges for libraries and applications (3000-4999).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Splits a close payload into its code and reason, checking both.
+fn parse_close(payload: &[u8]) -> Result<(Option<u16>, String), ProtocolError> {
+    match payload {
+        [] => Ok((None, String::new())),
+        [_] => Err(ProtocolError::CloseCodeTruncated),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(ProtocolError::InvalidCloseCode(code));
+            }
+            let reason =
+                std::str::from_utf8(reason).map_err(|_| ProtocolError::CloseReasonNotUtf8)?;
+            Ok((Some(code), reason.to_owned()))
+        }
+    }
+}
+
+/// A close frame's payload: the code, then the reason cut to fit 125 bytes at a character
+/// boundary.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+fn check_message_size(len: u64, config: &Config) -> Result<(), ProtocolError> {
+    if len > config.max_message_size as u64 {
+        return Err(ProtocolError::MessageTooLarge {
+            limit: config.max_message_size as u64,
+        });
+    }
+    Ok(())
+}
+
+fn reserve_for(len: u64) -> usize {
+    // Bounded by RESERVE_AHEAD, so the cast cannot truncate.
+    len.min(RESERVE_AHEAD as u64) as usize
+}
