@@ -627,3 +627,21 @@ fn protocol_error_close_codes() {
     );
     assert_eq!(ProtocolError::Rsv2Set.close_code(), 1002);
 }
+
+#[test]
+fn deflate_empty_messages_in_a_row() {
+    // The second empty message finds nothing to flush: it must still go out as 0x00.
+    let (mut server, mut client) = client_server(true);
+    for _ in 0..3 {
+        let mut wire = Vec::new();
+        client.send_message(true, b"", &mut wire);
+        let (events, _) = drive(&mut server, &wire);
+        assert_eq!(events, ["text:"]);
+    }
+    let (events, _) = drive(&mut server, &{
+        let mut wire = Vec::new();
+        client.send_message(true, b"after", &mut wire);
+        wire
+    });
+    assert_eq!(events, ["text:after"]);
+}

@@ -291,6 +291,12 @@ impl Connection {
             // A compressor failure is local (allocation), never the peer's doing; the
             // message then goes out uncompressed, which is always allowed.
             if deflate.compress(data, &mut compressed).is_ok() {
+                if compressed.is_empty() {
+                    // A sync flush with nothing new to flush yields no bytes, but the peer
+                    // appends 00 00 ff ff and needs the stored-block header before it:
+                    // 0x00 is the empty message of RFC 7692 §7.2.3.6.
+                    compressed.push(0x00);
+                }
                 self.write_frame(out, true, opcode, &compressed);
                 return;
             }
