@@ -695,7 +695,9 @@ mod tests {
         };
         let a = check_ok(&request("Sec-WebSocket-Protocol: chat\r\n"), &c);
         assert_eq!(a.subprotocol, None);
-        assert!(!String::from_utf8(a.response).unwrap().contains("Sec-WebSocket-Protocol"));
+        assert!(!String::from_utf8(a.response)
+            .unwrap()
+            .contains("Sec-WebSocket-Protocol"));
         assert_eq!(check_ok(&request(""), &c).subprotocol, None);
     }
 
