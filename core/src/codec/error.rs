@@ -83,7 +83,8 @@ pub enum MessageError {
     IdOutOfRange {
         /// The field.
         field: Field,
-        /// The value as sent (saturated to `u64::MAX` for wider integers).
+        /// The value as sent, or `u64::MAX` for a value no `u64` holds (too wide, or
+        /// negative).
         value: u64,
     },
     /// An integer does not fit the range of its field.
@@ -158,8 +159,6 @@ pub enum TranscodeError {
     NonStringKey,
     /// A float is NaN or infinite, which JSON cannot represent.
     NonFiniteFloat,
-    /// A JSON number does not fit a 64-bit integer or a double.
-    NumberOutOfRange,
 }
 
 impl fmt::Display for DecodeError {
