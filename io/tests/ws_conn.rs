@@ -201,7 +201,7 @@ fn frame_rules_fail_with_1002() {
 }
 
 #[test]
-fn pings_get_pongs_only_the_latest_when_several_wait() {
+fn every_ping_gets_a_pong_up_to_a_bound() {
     check(&frame(FIN | 0x9, b"hi"), &[], &["pong:hi"]);
     check(
         &frame(FIN | 0x9, &[b'p'; 125]),
@@ -211,9 +211,68 @@ fn pings_get_pongs_only_the_latest_when_several_wait() {
     check(
         &cat(&[frame(FIN | 0x9, b"1"), frame(FIN | 0x9, b"2")]),
         &[],
-        &["pong:2"],
+        &["pong:1", "pong:2"],
     );
     check(&frame(FIN | 0xa, b"nobody asked"), &[], &[]);
+    // A flood of pings in one read: 15 pongs, then the newest replaces the 16th.
+    let flood: Vec<Vec<u8>> = (0..100)
+        .map(|i| frame(FIN | 0x9, format!("{i}").as_bytes()))
+        .collect();
+    let mut expect: Vec<String> = (0..15).map(|i| format!("pong:{i}")).collect();
+    expect.push("pong:99".into());
+    let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+    check(&cat(&flood), &[], &expect);
+}
+
+#[test]
+fn replies_keep_their_place_among_events() {
+    // Polling transmit before each event interleaves replies and events in input order.
+    let input = cat(&[
+        frame(FIN | 0x1, b"first"),
+        frame(0x1, b"sec"),
+        frame(FIN | 0x9, b"p"),
+        frame(FIN | 0x0, b"ond"),
+        frame(FIN | 0x3, b""),
+    ]);
+    let mut conn = server();
+    conn.handle_read(&input);
+    let mut order = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        conn.poll_transmit(&mut out);
+        order.extend(render_frames(&out));
+        let Some(event) = conn.poll_event() else {
+            break;
+        };
+        // Echo messages like the echo driver: the connection has already failed, but
+        // its close is not written yet, so the echoes still go out before it.
+        if let Event::Message { text, data } = &event {
+            let mut echo = Vec::new();
+            conn.send_message(*text, data, &mut echo);
+            order.extend(
+                render_frames(&echo)
+                    .into_iter()
+                    .map(|f| format!("echo {f}")),
+            );
+        }
+        order.push(render(event));
+    }
+    assert_eq!(
+        order,
+        [
+            "echo text:first",
+            "text:first",
+            "pong:p",
+            "echo text:second",
+            "text:second",
+            "close:1002",
+            "failed:ReservedOpCode(3)"
+        ]
+    );
+    // Once the close is written, nothing follows it.
+    let mut out = Vec::new();
+    conn.send_message(true, b"late", &mut out);
+    assert!(out.is_empty());
 }
 
 #[test]

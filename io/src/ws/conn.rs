@@ -28,6 +28,10 @@ use crate::ws::utf8::{self, Utf8Validator};
 /// payload and then stalling costs little.
 const RESERVE_AHEAD: usize = 64 * 1024;
 
+/// Unanswered pings beyond this many are coalesced: the newest replaces the last queued
+/// pong, as RFC 6455 §5.5.3 allows, so a ping flood cannot grow the reply queue.
+const MAX_PENDING_PONGS: usize = 16;
+
 /// Which end of the connection this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -128,6 +132,15 @@ enum Phase {
     Failed,
 }
 
+/// A frame the protocol obliges us to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reply {
+    Pong(Vec<u8>),
+    /// A keep-alive ping.
+    Ping,
+    Close(u16),
+}
+
 /// The fragmented (or not yet complete) data message being received.
 struct Message {
     text: bool,
@@ -182,13 +195,15 @@ pub struct Connection {
     control: Vec<u8>,
     message: Option<Message>,
     events: VecDeque<Event>,
-    /// The payload of the latest unanswered ping (RFC 6455 §5.5.3 lets us answer only the
-    /// most recent one, which keeps this bounded).
-    pong: Option<Vec<u8>>,
-    /// A keep-alive ping is due to be written.
-    ping_due: bool,
-    /// The close frame (code, reason) to write; set when answering or failing.
-    close_out: Option<(u16, String)>,
+    /// Replies to write, each tagged with the number of events queued before it, so that
+    /// [`poll_transmit`](Self::poll_transmit) keeps them in order with the events (a pong
+    /// goes out before the echo of a message that completed after the ping).
+    replies: VecDeque<(u64, Reply)>,
+    /// Events queued so far, and events handed out by `poll_event` so far.
+    events_queued: u64,
+    events_polled: u64,
+    /// Our close frame has been written: nothing may follow it.
+    close_sent: bool,
     keepalive_deadline: Option<Instant>,
     awaiting_pong: bool,
     /// Something arrived since the last keep-alive ping.
@@ -222,9 +237,10 @@ impl Connection {
             control: Vec::new(),
             message: None,
             events: VecDeque::new(),
-            pong: None,
-            ping_due: false,
-            close_out: None,
+            replies: VecDeque::new(),
+            events_queued: 0,
+            events_polled: 0,
+            close_sent: false,
             keepalive_deadline: None,
             awaiting_pong: false,
             activity: false,
@@ -250,6 +266,9 @@ impl Connection {
     /// The next event, or `None` when there is none.
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
+        if event.is_some() {
+            self.events_polled += 1;
+        }
         if event.is_none() && self.events.capacity() != 0 {
             // An idle connection keeps no buffer, not even the queue's few slots.
             self.events = VecDeque::new();
@@ -257,28 +276,50 @@ impl Connection {
         event
     }
 
-    /// Appends the frames the protocol obliges us to send (pong, keep-alive ping, close
-    /// echo or failure close) to `out`, in that order. Returns whether it appended anything.
+    /// Appends the frames the protocol obliges us to send (pongs, keep-alive pings, the
+    /// close echo or failure close) to `out`. Returns whether it appended anything.
+    ///
+    /// Replies are ordered with the events: only those that arose before the next
+    /// unpolled event are written. A driver that calls `poll_transmit` before each
+    /// `poll_event` (and once after the last) sends replies and its own answers to events
+    /// in the order the input called for them; calling it once after all events is also
+    /// fine when that order does not matter.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        self.write_replies(out, self.events_polled)
+    }
+
+    /// Writes the replies that arose before event number `upto`.
+    fn write_replies(&mut self, out: &mut Vec<u8>, upto: u64) -> bool {
         let before = out.len();
-        if let Some(payload) = self.pong.take() {
-            self.write_frame(out, false, OpCode::Pong, &payload);
+        while let Some((seq, _)) = self.replies.front() {
+            if *seq > upto {
+                break;
+            }
+            let Some((_, reply)) = self.replies.pop_front() else {
+                break;
+            };
+            match reply {
+                Reply::Pong(payload) => self.write_frame(out, false, OpCode::Pong, &payload),
+                Reply::Ping => self.write_frame(out, false, OpCode::Ping, &[]),
+                Reply::Close(code) => {
+                    self.write_frame(out, false, OpCode::Close, &code.to_be_bytes());
+                    self.close_sent = true;
+                }
+            }
         }
-        if std::mem::take(&mut self.ping_due) {
-            self.write_frame(out, false, OpCode::Ping, &[]);
-        }
-        if let Some((code, reason)) = self.close_out.take() {
-            let payload = close_payload(code, &reason);
-            self.write_frame(out, false, OpCode::Close, &payload);
+        if self.replies.is_empty() && self.replies.capacity() != 0 {
+            self.replies = VecDeque::new();
         }
         out.len() > before
     }
 
     /// Appends one message as a single frame to `out`, compressed when permessage-deflate
-    /// was negotiated and the message reaches its threshold. Ignored once a close has been
-    /// sent or received, as RFC 6455 §5.5.1 forbids data after a close.
+    /// was negotiated and the message reaches its threshold. Ignored once our close frame
+    /// has been written, as RFC 6455 §5.5.1 forbids data after it; until then (even after
+    /// the peer's close or a failure was queued) the message still precedes our close on
+    /// the wire, so an echo of a message received before a failure goes out.
     pub fn send_message(&mut self, text: bool, data: &[u8], out: &mut Vec<u8>) {
-        if self.phase != Phase::Open {
+        if self.close_sent {
             return;
         }
         let opcode = if text { OpCode::Text } else { OpCode::Binary };
@@ -304,10 +345,10 @@ impl Connection {
         self.write_frame(out, false, opcode, data);
     }
 
-    /// Appends a ping to `out`; a payload over 125 bytes is cut to 125. Ignored once a
-    /// close has been sent or received.
+    /// Appends a ping to `out`; a payload over 125 bytes is cut to 125. Ignored once our
+    /// close frame has been written.
     pub fn send_ping(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        if self.phase != Phase::Open {
+        if self.close_sent {
             return;
         }
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
@@ -322,9 +363,11 @@ impl Connection {
         if self.phase != Phase::Open {
             return;
         }
-        self.poll_transmit(out);
+        // Everything still owed goes out before the close, whatever the event order.
+        self.write_replies(out, u64::MAX);
         let payload = close_payload(code, reason);
         self.write_frame(out, false, OpCode::Close, &payload);
+        self.close_sent = true;
         self.phase = Phase::CloseSent;
         self.keepalive_deadline = None;
     }
@@ -374,7 +417,7 @@ impl Connection {
             self.awaiting_pong = false;
             self.keepalive_deadline = Some(now + interval);
         } else {
-            self.ping_due = true;
+            self.push_reply(Reply::Ping);
             self.awaiting_pong = true;
             self.activity = false;
             self.keepalive_deadline = Some(now + self.config.ping_timeout);
@@ -387,7 +430,15 @@ impl Connection {
         self.control.capacity()
             + self.message.as_ref().map_or(0, |m| m.data.capacity())
             + self.events.capacity() * size_of::<Event>()
-            + self.pong.as_ref().map_or(0, Vec::capacity)
+            + self.replies.capacity() * size_of::<(u64, Reply)>()
+            + self
+                .replies
+                .iter()
+                .map(|(_, r)| match r {
+                    Reply::Pong(p) => p.capacity(),
+                    _ => 0,
+                })
+                .sum::<usize>()
     }
 
     fn read_frames(&mut self, mut input: &[u8]) -> Result<(), ProtocolError> {
@@ -496,7 +547,7 @@ impl Connection {
         if text && !utf8::is_valid(&data) {
             return Err(ProtocolError::TextNotUtf8);
         }
-        self.events.push_back(Event::Message {
+        self.push_event(Event::Message {
             text,
             data: Bytes::from(data),
         });
@@ -608,7 +659,7 @@ impl Connection {
         if message.text && message.utf8.finish().is_err() {
             return Err(ProtocolError::TextNotUtf8);
         }
-        self.events.push_back(Event::Message {
+        self.push_event(Event::Message {
             text: message.text,
             data: Bytes::from(message.data),
         });
@@ -649,18 +700,18 @@ impl Connection {
     fn handle_control(&mut self, opcode: OpCode, payload: Vec<u8>) -> Result<(), ProtocolError> {
         match opcode {
             // After a close is sent nothing more may go out, pongs included.
-            OpCode::Ping if self.phase == Phase::Open => self.pong = Some(payload),
+            OpCode::Ping if self.phase == Phase::Open => self.push_pong(payload),
             OpCode::Close => {
                 let (code, reason) = parse_close(&payload)?;
                 if self.phase == Phase::Open {
                     // Echo the peer's code (RFC 6455 §5.5.1); a close without one is
                     // answered with 1000, the normal closure.
-                    self.close_out = Some((code.unwrap_or(1000), String::new()));
+                    self.push_reply(Reply::Close(code.unwrap_or(1000)));
                 }
                 self.phase = Phase::Closed;
                 self.message = None;
                 self.keepalive_deadline = None;
-                self.events.push_back(Event::Closed { code, reason });
+                self.push_event(Event::Closed { code, reason });
             }
             // Pongs only prove the peer alive, which any input already recorded;
             // unsolicited ones are ignored as §5.5.3 allows. Late pings go unanswered.
@@ -669,18 +720,42 @@ impl Connection {
         Ok(())
     }
 
+    fn push_event(&mut self, event: Event) {
+        self.events.push_back(event);
+        self.events_queued += 1;
+    }
+
+    fn push_reply(&mut self, reply: Reply) {
+        self.replies.push_back((self.events_queued, reply));
+    }
+
+    fn push_pong(&mut self, payload: Vec<u8>) {
+        let pending = self
+            .replies
+            .iter()
+            .filter(|(_, r)| matches!(r, Reply::Pong(_)))
+            .count();
+        if pending >= MAX_PENDING_PONGS {
+            if let Some((seq, reply @ Reply::Pong(_))) = self.replies.back_mut() {
+                *seq = self.events_queued;
+                *reply = Reply::Pong(payload);
+                return;
+            }
+        }
+        self.push_reply(Reply::Pong(payload));
+    }
+
     fn fail(&mut self, error: Error) {
         if let (Error::Protocol(e), Phase::Open) = (&error, self.phase) {
-            self.close_out = Some((e.close_code(), String::new()));
+            self.push_reply(Reply::Close(e.close_code()));
         }
         self.phase = Phase::Failed;
         self.frame = None;
         self.message = None;
         self.control = Vec::new();
-        self.pong = None;
-        self.ping_due = false;
+        // Pongs and pings already owed still go out before the close; nothing new will.
         self.keepalive_deadline = None;
-        self.events.push_back(Event::Failed(error));
+        self.push_event(Event::Failed(error));
     }
 
     /// Appends one final frame, masking it in the client role.
