@@ -231,11 +231,16 @@ impl<V> Matcher<V> {
                 value,
             });
         }
-        self.prefix
-            .walk(uri, |t| f(t.to_match(MatchPolicy::Prefix)), false);
-        self.wildcard.walk(ROOT, Some(uri), &mut |t| {
-            f(t.to_match(MatchPolicy::Wildcard))
-        });
+        // Empty tries are common (a realm with no pattern subscriptions) and cost nothing.
+        if self.prefix.len != 0 {
+            self.prefix
+                .walk(uri, |t| f(t.to_match(MatchPolicy::Prefix)), false);
+        }
+        if self.wildcard.len != 0 {
+            self.wildcard.walk(ROOT, Some(uri), &mut |t| {
+                f(t.to_match(MatchPolicy::Wildcard))
+            });
+        }
     }
 
     /// The single entry a call to `uri` is routed to under the spec's registration
@@ -249,11 +254,16 @@ impl<V> Matcher<V> {
                 value,
             });
         }
-        let mut longest = None;
-        // The walk reports longer prefixes after shorter ones, so the last one wins.
-        self.prefix.walk(uri, |t| longest = Some(t), true);
-        if let Some(t) = longest {
-            return Some(t.to_match(MatchPolicy::Prefix));
+        if self.prefix.len != 0 {
+            let mut longest = None;
+            // The walk reports longer prefixes after shorter ones, so the last one wins.
+            self.prefix.walk(uri, |t| longest = Some(t), true);
+            if let Some(t) = longest {
+                return Some(t.to_match(MatchPolicy::Prefix));
+            }
+        }
+        if self.wildcard.len == 0 {
+            return None;
         }
         self.wildcard
             .best(ROOT, Some(uri))
