@@ -10,6 +10,8 @@
 //! - [`matcher`]: one matcher for exact, prefix and wildcard patterns, serving
 //!   subscriptions, registrations and permissions alike.
 //! - [`id`]: WAMP ids, always in `[1, 2^53]`.
+//! - [`router`]: the sans-IO router: one `Shard` per core with sessions, broker, dealer,
+//!   meta API and the cross-shard peer protocol.
 //!
 //! # What it deliberately does not do
 //!
@@ -24,4 +26,5 @@ pub mod hash;
 pub mod id;
 pub mod matcher;
 pub mod message;
+pub mod router;
 pub mod uri;

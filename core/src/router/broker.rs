@@ -1,0 +1,755 @@
+//! The broker: subscriptions, the replicated interest table, publication and fan-out.
+//!
+//! Each shard keeps, per realm, its *local* subscriptions (which of its sessions hold which
+//! subscription) and a replica of the router-wide *interest* table: for each key (topic or
+//! pattern, match policy) the router-wide subscription id and the shards with subscribers.
+//! The key's owner shard decides the id and orders changes (see the parent module). A
+//! publication is matched against the interest table on the publisher's shard, sent once to
+//! each interested shard, and fanned out there: one EVENT encoding per subscription and
+//! serializer, payload transcoded at most once per serializer.
+//!
+//! What it does not do yet: event history (`wamp.subscription.get_events`), subscription
+//! revocation, sharded subscriptions.
+
+use bytes::Bytes;
+
+use crate::codec::Serializer;
+use crate::hash::Map;
+use crate::id::Id;
+use crate::matcher::Matcher;
+use crate::message::{
+    Event, EventDetails, Message, MessageType, Publish, Published, Subscribe, Subscribed,
+    Unsubscribe, Unsubscribed,
+};
+use crate::uri::{self, MatchPolicy, UriCheck};
+
+use super::peer::{PeerMsg, Publication};
+use super::session::Joined;
+use super::{fit, policy_of, ConnId, Output, Pending, Shard, Wait};
+
+/// A realm's broker state on one shard.
+#[derive(Debug, Default)]
+pub(super) struct RealmBroker {
+    /// Replica: key → (subscription id, shards with subscribers).
+    interest: Matcher<Interest>,
+    /// Replica index: subscription id → key.
+    by_id: Map<Id, (String, MatchPolicy)>,
+    /// Local subscriptions (confirmed): key → subscription id.
+    local: Matcher<Id>,
+    /// Local subscriptions: id → the sessions holding it.
+    local_subs: Map<Id, LocalSub>,
+    /// Keys with a subscribe request in flight → its token.
+    in_flight: Map<(String, MatchPolicy), u64>,
+    /// The retained event per topic.
+    retained: Map<String, Box<Publication>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Interest {
+    pub(super) id: Id,
+    pub(super) shards: Vec<u16>,
+}
+
+#[derive(Debug)]
+struct LocalSub {
+    uri: String,
+    policy: MatchPolicy,
+    sessions: Vec<Id>,
+}
+
+/// A subscribe waiting for the owner's decision and every shard's acknowledgement.
+#[derive(Debug)]
+pub(super) struct PendingSubscribe {
+    realm: u16,
+    uri: String,
+    policy: MatchPolicy,
+    /// The sessions waiting: (conn, session, request, get_retained).
+    waiters: Vec<(ConnId, Id, Id, bool)>,
+    pub(super) wait: Wait,
+}
+
+/// An event to publish when a session leaves.
+#[derive(Debug, Clone)]
+pub(super) struct Testament {
+    pub(super) publication: Box<Publication>,
+}
+
+impl RealmBroker {
+    /// The replica's entries, for the meta API: (id, uri, policy).
+    pub(super) fn entries(&self) -> impl Iterator<Item = (Id, &str, MatchPolicy)> {
+        self.by_id.iter().map(|(id, (u, p))| (*id, u.as_str(), *p))
+    }
+
+    pub(super) fn lookup(&self, uri: &str, policy: MatchPolicy) -> Option<Id> {
+        self.interest.get(uri, policy).map(|i| i.id)
+    }
+
+    pub(super) fn matching(&self, topic: &str) -> Vec<Id> {
+        let mut v = Vec::new();
+        self.interest.for_each_match(topic, |m| v.push(m.value.id));
+        v
+    }
+
+    pub(super) fn key(&self, id: Id) -> Option<(&str, MatchPolicy)> {
+        self.by_id.get(&id).map(|(u, p)| (u.as_str(), *p))
+    }
+
+    pub(super) fn local_subscribers(&self, id: Id) -> &[Id] {
+        self.local_subs
+            .get(&id)
+            .map_or(&[], |l| l.sessions.as_slice())
+    }
+}
+
+impl Shard {
+    pub(super) fn subscribe(&mut self, conn: ConnId, m: Subscribe) {
+        let Some((j, serializer)) = self.joined(conn) else {
+            return;
+        };
+        let (sid, realm) = (j.id, j.realm);
+        let policy = policy_of(m.options.match_policy);
+        let error = if uri::validate_pattern(&m.topic, policy, UriCheck::Loose).is_err() {
+            Some("wamp.error.invalid_uri")
+        } else if !self.permission(j, &m.topic).is_some_and(|p| p.subscribe) {
+            Some("wamp.error.not_authorized")
+        } else if j.subscriptions.len() >= self.config.limits.subscriptions_per_session {
+            Some("wamp.error.limit_exceeded")
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            self.send_error(conn, serializer, MessageType::Subscribe, m.request, e);
+            return;
+        }
+        let get_retained = m.options.get_retained == Some(true);
+        let b = &mut self.realms[usize::from(realm)].broker;
+        if let Some(&id) = b.local.get(&m.topic, policy) {
+            if let Some(l) = b.local_subs.get_mut(&id) {
+                if !l.sessions.contains(&sid) {
+                    l.sessions.push(sid);
+                }
+            }
+            self.confirm_subscription(conn, sid, m.request, id, realm, get_retained);
+            return;
+        }
+        let key = (m.topic.clone(), policy);
+        if let Some(token) = b.in_flight.get(&key).copied() {
+            if let Some(Pending::Subscribe(p)) = self.pending.get_mut(&token) {
+                p.waiters.push((conn, sid, m.request, get_retained));
+            }
+            return;
+        }
+        if self.pending.len() >= self.config.limits.in_flight_peer_requests {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Subscribe,
+                m.request,
+                "wamp.error.limit_exceeded",
+            );
+            return;
+        }
+        let token = self.token();
+        self.realms[usize::from(realm)]
+            .broker
+            .in_flight
+            .insert(key, token);
+        let owner = self.owner(realm, &m.topic, policy);
+        self.pending.insert(
+            token,
+            Pending::Subscribe(PendingSubscribe {
+                realm,
+                uri: m.topic.clone(),
+                policy,
+                waiters: vec![(conn, sid, m.request, get_retained)],
+                wait: Wait::new(self.live_shards()),
+            }),
+        );
+        self.send_peer(
+            owner,
+            PeerMsg::SubscribeRequest {
+                token,
+                realm,
+                uri: m.topic,
+                policy,
+            },
+        );
+    }
+
+    fn confirm_subscription(
+        &mut self,
+        conn: ConnId,
+        session: Id,
+        request: Id,
+        id: Id,
+        realm: u16,
+        get_retained: bool,
+    ) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        let fresh = j.subscriptions.insert(id);
+        let _ = session;
+        self.send(
+            conn,
+            serializer,
+            &Message::Subscribed(Subscribed {
+                request,
+                subscription: id,
+            }),
+        );
+        if fresh {
+            self.meta_on_subscribe(realm, session, id);
+        }
+        if get_retained {
+            self.send_retained(conn, realm, id);
+        }
+    }
+
+    /// The owner's side of a subscribe: decide the id, record the shard, broadcast.
+    pub(super) fn owner_subscribe(
+        &mut self,
+        from: u16,
+        token: u64,
+        realm: u16,
+        uri: String,
+        policy: MatchPolicy,
+    ) {
+        let owner = self.owner(realm, &uri, policy);
+        if owner != self.index {
+            // Ownership moved (a shard died): pass the request on, keeping the requester.
+            self.forward_to_owner(
+                owner,
+                from,
+                PeerMsg::SubscribeRequest {
+                    token,
+                    realm,
+                    uri,
+                    policy,
+                },
+            );
+            return;
+        }
+        let Some(r) = self.realms.get(usize::from(realm)) else {
+            return;
+        };
+        let id = match r.broker.interest.get(&uri, policy) {
+            Some(i) => i.id,
+            None => {
+                let taken = &r.broker.by_id;
+                let ids: Vec<Id> = taken.keys().copied().collect();
+                self.fresh_id(|id| ids.contains(&id))
+            }
+        };
+        let msg = PeerMsg::InterestAdd {
+            realm,
+            uri: uri.clone(),
+            policy,
+            subscription: id,
+            shard: from,
+            requester: from,
+            token,
+        };
+        self.broadcast(&msg);
+        self.apply_interest_add(realm, &uri, policy, id, from, from, token);
+    }
+
+    /// Passing a request to the real owner: only the requester itself can re-send so that
+    /// acknowledgements still reach it, so the request is bounced back as a re-send order.
+    fn forward_to_owner(&mut self, owner: u16, requester: u16, msg: PeerMsg) {
+        // The requester's link to the owner is the one whose FIFO order matters; sending
+        // from here would break it. Requests are re-sent by the requester on shard death
+        // (see `broker_shard_down`), so a request arriving at a non-owner is one that raced
+        // with that re-send and is dropped here.
+        let _ = (owner, requester, msg);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_interest_add(
+        &mut self,
+        realm: u16,
+        uri: &str,
+        policy: MatchPolicy,
+        id: Id,
+        shard: u16,
+        requester: u16,
+        token: u64,
+    ) {
+        let Some(r) = self.realms.get_mut(usize::from(realm)) else {
+            return;
+        };
+        let b = &mut r.broker;
+        let created = match b.interest.get_mut(uri, policy) {
+            Some(i) => {
+                if i.id != id {
+                    b.by_id.remove(&i.id);
+                    i.id = id;
+                    b.by_id.insert(id, (uri.to_owned(), policy));
+                }
+                if !i.shards.contains(&shard) {
+                    i.shards.push(shard);
+                }
+                false
+            }
+            None => {
+                // The owner validated the pattern; a matcher refusal (too many components)
+                // leaves the key unrouted, which the subscriber's shard already refused.
+                let _ = b.interest.insert(
+                    uri,
+                    policy,
+                    Interest {
+                        id,
+                        shards: vec![shard],
+                    },
+                );
+                b.by_id.insert(id, (uri.to_owned(), policy));
+                true
+            }
+        };
+        if created && requester == self.index {
+            self.meta_on_create(realm, id, uri, policy);
+        }
+        self.applied(requester, token, Some(id));
+    }
+
+    /// Every shard applied the subscribe: confirm it to the waiting sessions.
+    pub(super) fn subscribe_done(&mut self, p: PendingSubscribe) {
+        let Some(id) = p.wait.id else {
+            return;
+        };
+        let r = &mut self.realms[usize::from(p.realm)].broker;
+        r.in_flight.remove(&(p.uri.clone(), p.policy));
+        let mut sessions = Vec::new();
+        let mut confirm = Vec::new();
+        for (conn, sid, request, retained) in p.waiters {
+            let alive = self.by_id.get(&sid) == Some(&conn);
+            if alive {
+                if !sessions.contains(&sid) {
+                    sessions.push(sid);
+                }
+                confirm.push((conn, sid, request, retained));
+            }
+        }
+        let r = &mut self.realms[usize::from(p.realm)].broker;
+        if sessions.is_empty() {
+            // Everyone left while waiting: give the interest back.
+            let owner = self.owner(p.realm, &p.uri, p.policy);
+            self.send_peer(
+                owner,
+                PeerMsg::UnsubscribeRequest {
+                    realm: p.realm,
+                    uri: p.uri,
+                    policy: p.policy,
+                },
+            );
+            return;
+        }
+        let _ = r.local.insert(&p.uri, p.policy, id);
+        r.local_subs.insert(
+            id,
+            LocalSub {
+                uri: p.uri,
+                policy: p.policy,
+                sessions,
+            },
+        );
+        for (conn, sid, request, retained) in confirm {
+            self.confirm_subscription(conn, sid, request, id, p.realm, retained);
+        }
+    }
+
+    pub(super) fn unsubscribe(&mut self, conn: ConnId, m: Unsubscribe) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        if !j.subscriptions.remove(&m.subscription) {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Unsubscribe,
+                m.request,
+                "wamp.error.no_such_subscription",
+            );
+            return;
+        }
+        let (sid, realm) = (j.id, j.realm);
+        self.drop_local_subscriber(realm, m.subscription, sid);
+        self.send(
+            conn,
+            serializer,
+            &Message::Unsubscribed(Unsubscribed {
+                request: Some(m.request),
+                details: None,
+            }),
+        );
+    }
+
+    /// Removes one session from a local subscription; the last one out gives the shard's
+    /// interest back to the owner.
+    fn drop_local_subscriber(&mut self, realm: u16, id: Id, session: Id) {
+        let b = &mut self.realms[usize::from(realm)].broker;
+        let Some(l) = b.local_subs.get_mut(&id) else {
+            return;
+        };
+        l.sessions.retain(|s| *s != session);
+        let empty = l.sessions.is_empty();
+        let (uri, policy) = (l.uri.clone(), l.policy);
+        if empty {
+            b.local_subs.remove(&id);
+            b.local.remove(&uri, policy);
+        }
+        self.meta_on_unsubscribe(realm, session, id);
+        if empty {
+            let owner = self.owner(realm, &uri, policy);
+            self.send_peer(owner, PeerMsg::UnsubscribeRequest { realm, uri, policy });
+        }
+    }
+
+    pub(super) fn owner_unsubscribe(
+        &mut self,
+        from: u16,
+        realm: u16,
+        uri: String,
+        policy: MatchPolicy,
+    ) {
+        let msg = PeerMsg::InterestRemove {
+            realm,
+            uri: uri.clone(),
+            policy,
+            shard: from,
+        };
+        self.broadcast(&msg);
+        self.apply_interest_remove(realm, &uri, policy, from);
+    }
+
+    pub(super) fn apply_interest_remove(
+        &mut self,
+        realm: u16,
+        uri: &str,
+        policy: MatchPolicy,
+        shard: u16,
+    ) {
+        let Some(r) = self.realms.get_mut(usize::from(realm)) else {
+            return;
+        };
+        let b = &mut r.broker;
+        let Some(i) = b.interest.get_mut(uri, policy) else {
+            return;
+        };
+        i.shards.retain(|s| *s != shard);
+        if i.shards.is_empty() {
+            let id = i.id;
+            b.interest.remove(uri, policy);
+            b.by_id.remove(&id);
+            if self.owner(realm, uri, policy) == self.index {
+                self.meta_on_delete(realm, id);
+            }
+        }
+    }
+
+    pub(super) fn broker_leave(&mut self, j: &Joined) {
+        for id in j.subscriptions.iter().copied().collect::<Vec<_>>() {
+            self.drop_local_subscriber(j.realm, id, j.id);
+        }
+        for t in &j.testaments {
+            self.route_publication(t.publication.clone());
+        }
+    }
+
+    pub(super) fn broker_shard_down(&mut self, shard: u16) {
+        for realm in 0..self.realms.len() {
+            let keys: Vec<(String, MatchPolicy)> = self.realms[realm]
+                .broker
+                .interest
+                .iter()
+                .filter(|m| m.value.shards.contains(&shard))
+                .map(|m| (m.pattern.to_owned(), m.policy))
+                .collect();
+            for (uri, policy) in keys {
+                self.apply_interest_remove(realm as u16, &uri, policy, shard);
+            }
+        }
+        // Requests waiting on the dead shard stop waiting for it; requests whose owner it
+        // was are re-sent to the new owner.
+        let mut done = Vec::new();
+        let mut resend = Vec::new();
+        for (token, p) in &mut self.pending {
+            if let Pending::Subscribe(p) = p {
+                if p.wait.id.is_none() {
+                    resend.push((*token, p.realm, p.uri.clone(), p.policy));
+                }
+                if p.wait.ack(shard, None) {
+                    done.push(*token);
+                }
+            }
+        }
+        for (token, realm, uri, policy) in resend {
+            let owner = self.owner(realm, &uri, policy);
+            if let Some(Pending::Subscribe(p)) = self.pending.get_mut(&token) {
+                p.wait = Wait::new(
+                    (0..self.count)
+                        .filter(|s| self.live[usize::from(*s)])
+                        .collect(),
+                );
+            }
+            self.send_peer(
+                owner,
+                PeerMsg::SubscribeRequest {
+                    token,
+                    realm,
+                    uri,
+                    policy,
+                },
+            );
+        }
+        for token in done {
+            if let Some(Pending::Subscribe(p)) = self.pending.remove(&token) {
+                self.subscribe_done(p);
+            }
+        }
+    }
+
+    pub(super) fn publish(&mut self, conn: ConnId, m: Publish) {
+        let Some((j, serializer)) = self.joined(conn) else {
+            return;
+        };
+        let perm = self.permission(j, &m.topic);
+        let error = if uri::validate_uri(&m.topic, UriCheck::Loose).is_err() {
+            Some("wamp.error.invalid_uri")
+        } else if !perm.is_some_and(|p| p.publish) {
+            Some("wamp.error.not_authorized")
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            if m.options.acknowledge == Some(true) {
+                self.send_error(conn, serializer, MessageType::Publish, m.request, e);
+            }
+            return;
+        }
+        let disclose = perm.is_some_and(|p| p.disclose_publisher) || m.topic.starts_with("wamp.");
+        let (realm, sid, authid, authrole) = (
+            j.realm,
+            j.id,
+            j.auth.authid.clone(),
+            j.auth.authrole.clone(),
+        );
+        let o = m.options;
+        let p = Box::new(Publication {
+            realm,
+            topic: m.topic,
+            publication: self.rng.global_id(self.index, self.count),
+            publisher: Some(sid),
+            authid,
+            authrole,
+            disclose,
+            exclude_me: o.exclude_me != Some(false),
+            exclude: o.exclude.unwrap_or_default(),
+            eligible: o.eligible,
+            exclude_authid: o.exclude_authid.unwrap_or_default(),
+            eligible_authid: o.eligible_authid,
+            exclude_authrole: o.exclude_authrole.unwrap_or_default(),
+            eligible_authrole: o.eligible_authrole,
+            retain: o.retain == Some(true),
+            ppt: o.ppt,
+            payload: m.payload,
+        });
+        let publication = p.publication;
+        self.route_publication(p);
+        if o.acknowledge == Some(true) {
+            self.send(
+                conn,
+                serializer,
+                &Message::Published(Published {
+                    request: m.request,
+                    publication,
+                }),
+            );
+        }
+    }
+
+    /// Sends a publication once to each interested shard (all shards when retained) and
+    /// fans it out here if this shard is interested.
+    pub(super) fn route_publication(&mut self, p: Box<Publication>) {
+        let b = &self.realms[usize::from(p.realm)].broker;
+        let mut shards: Vec<u16> = Vec::new();
+        if p.retain {
+            shards = self.live_shards();
+        } else {
+            b.interest.for_each_match(&p.topic, |m| {
+                for s in &m.value.shards {
+                    if !shards.contains(s) {
+                        shards.push(*s);
+                    }
+                }
+            });
+        }
+        let remote = shards.iter().any(|s| *s != self.index);
+        if remote {
+            let bytes = PeerMsg::Publish(p.clone()).to_bytes();
+            for &s in &shards {
+                if s != self.index && self.live[usize::from(s)] {
+                    self.out.push_back(Output::Peer {
+                        to: s,
+                        bytes: bytes.clone(),
+                    });
+                }
+            }
+        }
+        if shards.contains(&self.index) {
+            self.deliver_publication(&p);
+        }
+    }
+
+    /// Fans a publication out to this shard's subscribers.
+    pub(super) fn deliver_publication(&mut self, p: &Publication) {
+        let realm = usize::from(p.realm);
+        if realm >= self.realms.len() {
+            return;
+        }
+        if p.retain {
+            let limit = self.config.limits.retained_topics;
+            let b = &mut self.realms[realm].broker;
+            if b.retained.len() < limit || b.retained.contains_key(&p.topic) {
+                b.retained.insert(p.topic.clone(), Box::new(p.clone()));
+            }
+        }
+        let b = &self.realms[realm].broker;
+        let mut subs: Vec<(Id, MatchPolicy)> = Vec::new();
+        b.local
+            .for_each_match(&p.topic, |m| subs.push((*m.value, m.policy)));
+        let mut transcoded: [Option<Option<crate::message::Payload>>; 2] = [None, None];
+        for (id, policy) in subs {
+            let mut json = Vec::new();
+            let mut msgpack = Vec::new();
+            for sid in self.realms[realm].broker.local_subscribers(id) {
+                let Some(conn) = self.by_id.get(sid) else {
+                    continue;
+                };
+                let Some(s) = self.sessions.get(conn) else {
+                    continue;
+                };
+                let Some(j) = s.joined() else {
+                    continue;
+                };
+                if !eligible(p, j) {
+                    continue;
+                }
+                match s.serializer {
+                    Serializer::Json => json.push(*conn),
+                    Serializer::MsgPack => msgpack.push(*conn),
+                }
+            }
+            for (conns, serializer) in [(json, Serializer::Json), (msgpack, Serializer::MsgPack)] {
+                if conns.is_empty() {
+                    continue;
+                }
+                let slot = &mut transcoded[usize::from(serializer == Serializer::MsgPack)];
+                let payload = slot.get_or_insert_with(|| fit(p.payload.clone(), serializer).ok());
+                let Some(payload) = payload.clone() else {
+                    continue;
+                };
+                if let Some(bytes) = encode_event(p, id, policy, false, payload, serializer) {
+                    self.out.push_back(Output::Fanout {
+                        conns,
+                        serializer,
+                        bytes,
+                    });
+                }
+            }
+        }
+    }
+
+    fn send_retained(&mut self, conn: ConnId, realm: u16, id: Id) {
+        let b = &self.realms[usize::from(realm)].broker;
+        let Some((uri, policy)) = b.key(id) else {
+            return;
+        };
+        let mut matcher = Matcher::new();
+        let _ = matcher.insert(uri, policy, ());
+        let events: Vec<Box<Publication>> = b
+            .retained
+            .iter()
+            .filter(|(topic, _)| {
+                let mut hit = false;
+                matcher.for_each_match(topic, |_| hit = true);
+                hit
+            })
+            .map(|(_, p)| p.clone())
+            .collect();
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined() else {
+            return;
+        };
+        for p in events {
+            if !eligible(&p, j) {
+                continue;
+            }
+            let Ok(payload) = fit(p.payload.clone(), serializer) else {
+                continue;
+            };
+            if let Some(bytes) = encode_event(&p, id, policy, true, payload, serializer) {
+                self.out.push_back(Output::Send { conn, bytes });
+            }
+        }
+    }
+}
+
+/// Whether subscriber `j` gets publication `p` (exclusion and black/white listing).
+fn eligible(p: &Publication, j: &Joined) -> bool {
+    if p.exclude_me && p.publisher == Some(j.id) {
+        return false;
+    }
+    if p.exclude.contains(&j.id)
+        || p.exclude_authid.contains(&j.auth.authid)
+        || p.exclude_authrole.contains(&j.auth.authrole)
+    {
+        return false;
+    }
+    p.eligible.as_ref().is_none_or(|e| e.contains(&j.id))
+        && p.eligible_authid
+            .as_ref()
+            .is_none_or(|e| e.contains(&j.auth.authid))
+        && p.eligible_authrole
+            .as_ref()
+            .is_none_or(|e| e.contains(&j.auth.authrole))
+}
+
+fn encode_event(
+    p: &Publication,
+    subscription: Id,
+    policy: MatchPolicy,
+    retained: bool,
+    payload: crate::message::Payload,
+    serializer: Serializer,
+) -> Option<Bytes> {
+    let disclosed = p.disclose && p.publisher.is_some();
+    let msg = Message::Event(Event {
+        subscription,
+        publication: p.publication,
+        details: EventDetails {
+            publisher: if disclosed { p.publisher } else { None },
+            publisher_authid: disclosed.then(|| p.authid.clone()),
+            publisher_authrole: disclosed.then(|| p.authrole.clone()),
+            topic: (policy != MatchPolicy::Exact).then(|| p.topic.clone()),
+            retained: retained.then_some(true),
+            ppt: p.ppt.clone(),
+            extra: Default::default(),
+        },
+        payload,
+    });
+    let mut buf = Vec::with_capacity(64 + msg.payload().map_or(0, crate::message::Payload::len));
+    crate::codec::encode(serializer, &msg, &mut buf).ok()?;
+    Some(Bytes::from(buf))
+}

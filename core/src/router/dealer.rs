@@ -1,0 +1,976 @@
+//! The dealer: registrations replicated to every shard, calls routed to the callee's shard.
+//!
+//! Registrations are decided by the key's owner shard (conflicts: `single` registered twice,
+//! a different invocation policy) and replicated to every shard, acknowledged by all before
+//! REGISTERED. A CALL picks its registration from the local replica (the matcher's best
+//! match gives the spec's precedence) and a callee by the invocation policy; the call
+//! travels to the callee's shard as a peer message, and YIELD/ERROR travel back.
+//!
+//! Call state lives in two places: the caller's session holds an [`OutCall`] per pending
+//! call (with the callee's shard, for CANCEL and timeouts), the callee's session holds an
+//! [`InCall`] per INVOCATION (with the caller's shard and ids, for the way back).
+//!
+//! What it does not do yet: sharded registrations, registration revocation, call
+//! re-routing; `roundrobin` rotates per caller shard (each shard keeps its own cursor).
+
+use crate::hash::Map;
+use crate::id::Id;
+use crate::matcher::Matcher;
+use crate::message::{
+    Call, CallResult, Cancel, CancelMode, Dict, ErrorMessage, Interrupt, InterruptOptions,
+    Invocation, InvocationDetails, InvokePolicy, Message, MessageType, Payload, Register,
+    Registered, ResultDetails, Role, Unregister, Unregistered, Yield,
+};
+use crate::uri::{self, MatchPolicy, UriCheck};
+
+use super::peer::{CallError, Invoke, PeerMsg, YieldMsg};
+use super::session::{Joined, ProtocolViolation};
+use super::{fit, policy_of, ConnId, Pending, Shard, Time, Wait};
+
+/// A realm's registrations on one shard (a full replica).
+#[derive(Debug, Default)]
+pub(super) struct RealmDealer {
+    regs: Matcher<Id>,
+    pub(super) by_id: Map<Id, Registration>,
+}
+
+/// One registration, router-wide.
+#[derive(Debug, Clone)]
+pub(super) struct Registration {
+    pub(super) uri: String,
+    pub(super) policy: MatchPolicy,
+    pub(super) invoke: InvokePolicy,
+    /// (shard, session), in registration order.
+    pub(super) callees: Vec<(u16, Id)>,
+    next: usize,
+}
+
+impl RealmDealer {
+    pub(super) fn lookup(&self, uri: &str, policy: MatchPolicy) -> Option<Id> {
+        self.regs.get(uri, policy).copied()
+    }
+
+    pub(super) fn best(&self, uri: &str) -> Option<Id> {
+        self.regs.best_match(uri).map(|m| *m.value)
+    }
+}
+
+/// A call a caller on this shard waits on.
+#[derive(Debug)]
+pub(super) struct OutCall {
+    callee_shard: u16,
+    deadline: Option<Time>,
+    /// A `kill` cancel was sent: the callee's ERROR ends the call.
+    canceling: bool,
+}
+
+/// An invocation a callee on this shard must answer.
+#[derive(Debug)]
+pub(super) struct InCall {
+    registration: Id,
+    caller_shard: u16,
+    caller: Id,
+    call: Id,
+}
+
+/// A register waiting for the owner's decision and every shard's acknowledgement.
+#[derive(Debug)]
+pub(super) struct PendingRegister {
+    conn: ConnId,
+    session: Id,
+    request: Id,
+    realm: u16,
+    uri: String,
+    policy: MatchPolicy,
+    invoke: InvokePolicy,
+    pub(super) wait: Wait,
+}
+
+impl Shard {
+    pub(super) fn register(&mut self, conn: ConnId, m: Register) {
+        let Some((j, serializer)) = self.joined(conn) else {
+            return;
+        };
+        let policy = policy_of(m.options.match_policy);
+        let error = if uri::validate_pattern(&m.procedure, policy, UriCheck::Loose).is_err() {
+            Some("wamp.error.invalid_uri")
+        } else if m.procedure.starts_with("wamp.") {
+            // The router implements the `wamp.` procedures itself.
+            Some("wamp.error.invalid_uri")
+        } else if !self.permission(j, &m.procedure).is_some_and(|p| p.register) {
+            Some("wamp.error.not_authorized")
+        } else if j.registrations.len() >= self.config.limits.registrations_per_session
+            || self.pending.len() >= self.config.limits.in_flight_peer_requests
+        {
+            Some("wamp.error.limit_exceeded")
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            self.send_error(conn, serializer, MessageType::Register, m.request, e);
+            return;
+        }
+        let (session, realm) = (j.id, j.realm);
+        let invoke = m.options.invoke.unwrap_or_default();
+        let token = self.token();
+        self.pending.insert(
+            token,
+            Pending::Register(PendingRegister {
+                conn,
+                session,
+                request: m.request,
+                realm,
+                uri: m.procedure.clone(),
+                policy,
+                invoke,
+                wait: Wait::new(self.live_shards()),
+            }),
+        );
+        let owner = self.owner(realm, &m.procedure, policy);
+        self.send_peer(
+            owner,
+            PeerMsg::RegisterRequest {
+                token,
+                realm,
+                uri: m.procedure,
+                policy,
+                invoke,
+                session,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn owner_register(
+        &mut self,
+        from: u16,
+        token: u64,
+        realm: u16,
+        uri: String,
+        policy: MatchPolicy,
+        invoke: InvokePolicy,
+        session: Id,
+    ) {
+        let Some(r) = self.realms.get(usize::from(realm)) else {
+            return;
+        };
+        let existing = r
+            .dealer
+            .lookup(&uri, policy)
+            .and_then(|id| r.dealer.by_id.get(&id).map(|g| (id, g)));
+        let id = match existing {
+            Some((_, g)) if !g.callees.is_empty() && g.invoke != invoke => {
+                let error =
+                    "wamp.error.procedure_exists_with_different_invocation_policy".to_owned();
+                self.send_peer(from, PeerMsg::RegisterReject { token, error });
+                return;
+            }
+            Some((_, g))
+                if !g.callees.is_empty()
+                    && (invoke == InvokePolicy::Single
+                        || g.callees.iter().any(|c| c.1 == session)) =>
+            {
+                let error = "wamp.error.procedure_already_exists".to_owned();
+                self.send_peer(from, PeerMsg::RegisterReject { token, error });
+                return;
+            }
+            Some((id, _)) => id,
+            None => {
+                let ids: Vec<Id> = r.dealer.by_id.keys().copied().collect();
+                self.fresh_id(|id| ids.contains(&id))
+            }
+        };
+        let msg = PeerMsg::RegisterAdd {
+            realm,
+            uri: uri.clone(),
+            policy,
+            invoke,
+            registration: id,
+            shard: from,
+            session,
+            requester: from,
+            token,
+        };
+        self.broadcast(&msg);
+        self.apply_register_add(realm, &uri, policy, invoke, id, from, session);
+        self.applied(from, token, Some(id));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_register_add(
+        &mut self,
+        realm: u16,
+        uri: &str,
+        policy: MatchPolicy,
+        invoke: InvokePolicy,
+        id: Id,
+        shard: u16,
+        session: Id,
+    ) {
+        let Some(r) = self.realms.get_mut(usize::from(realm)) else {
+            return;
+        };
+        let d = &mut r.dealer;
+        let g = d.by_id.entry(id).or_insert_with(|| Registration {
+            uri: uri.to_owned(),
+            policy,
+            invoke,
+            callees: Vec::new(),
+            next: 0,
+        });
+        if !g.callees.contains(&(shard, session)) {
+            g.callees.push((shard, session));
+        }
+        let _ = d.regs.insert(uri, policy, id);
+    }
+
+    pub(super) fn register_rejected(&mut self, token: u64, error: &str) {
+        let Some(Pending::Register(p)) = self.pending.remove(&token) else {
+            return;
+        };
+        if let Some((_, serializer)) = self.joined(p.conn) {
+            self.send_error(p.conn, serializer, MessageType::Register, p.request, error);
+        }
+    }
+
+    pub(super) fn register_done(&mut self, p: PendingRegister) {
+        let Some(id) = p.wait.id else {
+            return;
+        };
+        let alive = self.by_id.get(&p.session) == Some(&p.conn);
+        if !alive {
+            self.give_back_registration(p.realm, id, p.session);
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&p.conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        if let Some(j) = s.joined_mut() {
+            j.registrations.insert(id);
+        }
+        let msg = Message::Registered(Registered {
+            request: p.request,
+            registration: id,
+        });
+        self.send(p.conn, serializer, &msg);
+        self.meta_on_register(p.realm, p.session, id, &p.uri, p.policy, p.invoke);
+    }
+
+    /// Removes a callee here at once (so no new call picks it) and asks the owner to
+    /// remove it everywhere.
+    fn give_back_registration(&mut self, realm: u16, id: Id, session: Id) {
+        let index = self.index;
+        self.apply_register_remove(realm, id, index, session);
+        let Some(g) = self.realms[usize::from(realm)].dealer.by_id.get(&id) else {
+            // Removed entirely here; the owner is found from the key we no longer hold, so
+            // ask every live shard's owner role by broadcasting the request to the owner
+            // computed from the id's class instead.
+            let owner = (id.get() % u64::from(self.count)) as u16;
+            let owner = if self.live[usize::from(owner)] {
+                owner
+            } else {
+                self.index
+            };
+            self.send_peer(
+                owner,
+                PeerMsg::UnregisterRequest {
+                    realm,
+                    registration: id,
+                    session,
+                },
+            );
+            return;
+        };
+        let owner = self.owner(realm, &g.uri.clone(), g.policy);
+        self.send_peer(
+            owner,
+            PeerMsg::UnregisterRequest {
+                realm,
+                registration: id,
+                session,
+            },
+        );
+    }
+
+    pub(super) fn unregister(&mut self, conn: ConnId, m: Unregister) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        if !j.registrations.remove(&m.registration) {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Unregister,
+                m.request,
+                "wamp.error.no_such_registration",
+            );
+            return;
+        }
+        let (realm, session) = (j.realm, j.id);
+        self.meta_on_unregister(realm, session, m.registration);
+        self.give_back_registration(realm, m.registration, session);
+        let msg = Message::Unregistered(Unregistered {
+            request: Some(m.request),
+            details: None,
+        });
+        self.send(conn, serializer, &msg);
+    }
+
+    pub(super) fn owner_unregister(
+        &mut self,
+        from: u16,
+        realm: u16,
+        registration: Id,
+        session: Id,
+    ) {
+        let msg = PeerMsg::RegisterRemove {
+            realm,
+            registration,
+            shard: from,
+            session,
+        };
+        self.broadcast(&msg);
+        self.apply_register_remove(realm, registration, from, session);
+    }
+
+    pub(super) fn apply_register_remove(&mut self, realm: u16, id: Id, shard: u16, session: Id) {
+        let Some(r) = self.realms.get_mut(usize::from(realm)) else {
+            return;
+        };
+        let d = &mut r.dealer;
+        let Some(g) = d.by_id.get_mut(&id) else {
+            return;
+        };
+        g.callees.retain(|c| *c != (shard, session));
+        if g.callees.is_empty() {
+            let (uri, policy) = (g.uri.clone(), g.policy);
+            d.by_id.remove(&id);
+            if d.regs.get(&uri, policy) == Some(&id) {
+                d.regs.remove(&uri, policy);
+            }
+            if self.owner(realm, &uri, policy) == self.index {
+                self.meta_on_registration_delete(realm, id);
+            }
+        }
+    }
+
+    pub(super) fn call(&mut self, conn: ConnId, m: Call) {
+        let Some((j, serializer)) = self.joined(conn) else {
+            return;
+        };
+        if m.procedure.starts_with("wamp.") {
+            self.meta_call(conn, m);
+            return;
+        }
+        // A progressive call's later chunks go to the callee the first chunk reached.
+        if let Some(c) = j.calls.get(&m.request) {
+            let callee_shard = c.callee_shard;
+            let caller = j.id;
+            let invoke = Invoke {
+                caller,
+                call: m.request,
+                registration: Id::MIN,
+                callee: Id::MIN,
+                procedure: None,
+                disclosed: None,
+                receive_progress: false,
+                progress: m.options.progress == Some(true),
+                timeout: 0,
+                ppt: m.options.ppt,
+                payload: m.payload,
+            };
+            self.send_peer(callee_shard, PeerMsg::Invoke(Box::new(invoke)));
+            return;
+        }
+        let perm = self.permission(j, &m.procedure);
+        let error = if uri::validate_uri(&m.procedure, UriCheck::Loose).is_err() {
+            Some("wamp.error.invalid_uri")
+        } else if !perm.is_some_and(|p| p.call) {
+            Some("wamp.error.not_authorized")
+        } else if j.calls.len() >= self.config.limits.pending_calls_per_session {
+            Some("wamp.error.limit_exceeded")
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            self.send_error(conn, serializer, MessageType::Call, m.request, e);
+            return;
+        }
+        let disclosed = perm
+            .is_some_and(|p| p.disclose_caller)
+            .then(|| (j.auth.authid.clone(), j.auth.authrole.clone()));
+        let (caller, realm) = (j.id, j.realm);
+        let d = &mut self.realms[usize::from(realm)].dealer;
+        let Some((reg_id, g)) = d
+            .best(&m.procedure)
+            .and_then(|id| d.by_id.get_mut(&id).map(|g| (id, g)))
+        else {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Call,
+                m.request,
+                "wamp.error.no_such_procedure",
+            );
+            return;
+        };
+        let n = g.callees.len();
+        let pick = match g.invoke {
+            InvokePolicy::Single | InvokePolicy::First => 0,
+            InvokePolicy::Last => n - 1,
+            InvokePolicy::RoundRobin => {
+                let i = g.next % n;
+                g.next = g.next.wrapping_add(1);
+                i
+            }
+            InvokePolicy::Random => self.rng.below(n as u64) as usize,
+        };
+        let g = &self.realms[usize::from(realm)].dealer.by_id[&reg_id];
+        let (callee_shard, callee) = g.callees[pick];
+        let procedure = (g.policy != MatchPolicy::Exact).then(|| m.procedure.clone());
+        let timeout = m.options.timeout.unwrap_or(0);
+        let deadline = (timeout > 0).then(|| self.now.plus_ms(timeout));
+        if let Some(d) = deadline {
+            self.timers.insert((d, caller, m.request));
+        }
+        if let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) {
+            j.calls.insert(
+                m.request,
+                OutCall {
+                    callee_shard,
+                    deadline,
+                    canceling: false,
+                },
+            );
+        }
+        let invoke = Invoke {
+            caller,
+            call: m.request,
+            registration: reg_id,
+            callee,
+            procedure,
+            disclosed,
+            receive_progress: m.options.receive_progress == Some(true),
+            progress: m.options.progress == Some(true),
+            timeout,
+            ppt: m.options.ppt,
+            payload: m.payload,
+        };
+        self.send_peer(callee_shard, PeerMsg::Invoke(Box::new(invoke)));
+    }
+
+    /// A call arrived for a callee on this shard.
+    pub(super) fn peer_invoke(&mut self, from: u16, i: Invoke) {
+        let key = (from, i.caller, i.call);
+        if let Some(&(callee, request)) = self.inbound_calls.get(&key) {
+            // A later chunk of a progressive invocation.
+            let Some(&conn) = self.by_id.get(&callee) else {
+                return;
+            };
+            let Some(s) = self.sessions.get(&conn) else {
+                return;
+            };
+            let serializer = s.serializer;
+            let Ok(payload) = fit(i.payload, serializer) else {
+                return;
+            };
+            let registration = s
+                .joined()
+                .and_then(|j| j.invocations.get(&request))
+                .map_or(Id::MIN, |c| c.registration);
+            let msg = Message::Invocation(Invocation {
+                request,
+                registration,
+                details: InvocationDetails {
+                    progress: i.progress.then_some(true),
+                    ppt: i.ppt,
+                    ..InvocationDetails::default()
+                },
+                payload,
+            });
+            self.send(conn, serializer, &msg);
+            return;
+        }
+        let fail = |shard: &mut Self, error: &str| {
+            let e = CallError {
+                caller: i.caller,
+                call: i.call,
+                error: error.to_owned(),
+                details: Dict::new(),
+                payload: Payload::empty(),
+            };
+            shard.send_peer(from, PeerMsg::CallError(Box::new(e)));
+        };
+        let Some(&conn) = self.by_id.get(&i.callee) else {
+            fail(self, "wamp.error.canceled");
+            return;
+        };
+        let limit = self.config.limits.pending_invocations_per_session;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            fail(self, "wamp.error.canceled");
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            fail(self, "wamp.error.canceled");
+            return;
+        };
+        if !j.registrations.contains(&i.registration) {
+            fail(self, "wamp.error.no_such_procedure");
+            return;
+        }
+        if j.invocations.len() >= limit {
+            fail(self, "wamp.error.limit_exceeded");
+            return;
+        }
+        let Ok(payload) = fit(i.payload, serializer) else {
+            fail(self, "wamp.error.invalid_argument");
+            return;
+        };
+        j.last_invocation += 1;
+        // Session-scope ids are sequential from 1 and stay below 2^53 for any realistic
+        // session; past it the session would have to be retired, so fail the call.
+        let Some(request) = Id::new(j.last_invocation) else {
+            fail(self, "wamp.error.limit_exceeded");
+            return;
+        };
+        j.invocations.insert(
+            request,
+            InCall {
+                registration: i.registration,
+                caller_shard: from,
+                caller: i.caller,
+                call: i.call,
+            },
+        );
+        self.inbound_calls.insert(key, (i.callee, request));
+        let (caller, authid, authrole) = match i.disclosed {
+            Some((a, r)) => (Some(i.caller), Some(a), Some(r)),
+            None => (None, None, None),
+        };
+        let msg = Message::Invocation(Invocation {
+            request,
+            registration: i.registration,
+            details: InvocationDetails {
+                caller,
+                caller_authid: authid,
+                caller_authrole: authrole,
+                procedure: i.procedure,
+                receive_progress: i.receive_progress.then_some(true),
+                progress: i.progress.then_some(true),
+                timeout: (i.timeout > 0).then_some(i.timeout),
+                ppt: i.ppt,
+                extra: Dict::new(),
+            },
+            payload,
+        });
+        self.send(conn, serializer, &msg);
+    }
+
+    pub(super) fn yield_(&mut self, conn: ConnId, m: Yield) {
+        let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) else {
+            return;
+        };
+        let progress = m.options.progress == Some(true);
+        let Some(c) = (if progress {
+            j.invocations.get(&m.request).map(InCall::copy)
+        } else {
+            j.invocations.remove(&m.request)
+        }) else {
+            if m.request.get() > j.last_invocation {
+                self.violation(conn, ProtocolViolation::UnknownInvocation(m.request));
+            }
+            // Otherwise the invocation was canceled or timed out: the spec has the late
+            // answer ignored.
+            return;
+        };
+        if !progress {
+            self.inbound_calls
+                .remove(&(c.caller_shard, c.caller, c.call));
+        }
+        let y = YieldMsg {
+            caller: c.caller,
+            call: c.call,
+            progress,
+            ppt: m.options.ppt,
+            extra: m.options.extra,
+            payload: m.payload,
+        };
+        self.send_peer(c.caller_shard, PeerMsg::Yield(Box::new(y)));
+    }
+
+    pub(super) fn callee_error(&mut self, conn: ConnId, m: ErrorMessage) {
+        if m.request_type != MessageType::Invocation {
+            self.violation(
+                conn,
+                ProtocolViolation::ErrorForWrongRequestType(m.request_type),
+            );
+            return;
+        }
+        let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) else {
+            return;
+        };
+        let Some(c) = j.invocations.remove(&m.request) else {
+            if m.request.get() > j.last_invocation {
+                self.violation(conn, ProtocolViolation::UnknownInvocation(m.request));
+            }
+            return;
+        };
+        self.inbound_calls
+            .remove(&(c.caller_shard, c.caller, c.call));
+        let e = CallError {
+            caller: c.caller,
+            call: c.call,
+            error: m.error,
+            details: m.details,
+            payload: m.payload,
+        };
+        self.send_peer(c.caller_shard, PeerMsg::CallError(Box::new(e)));
+    }
+
+    /// A result for a caller on this shard.
+    pub(super) fn peer_yield(&mut self, y: YieldMsg) {
+        let Some(&conn) = self.by_id.get(&y.caller) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        let Some(c) = j.calls.get(&y.call) else {
+            return;
+        };
+        let deadline = c.deadline;
+        if !y.progress {
+            j.calls.remove(&y.call);
+            if let Some(d) = deadline {
+                self.timers.remove(&(d, y.caller, y.call));
+            }
+        }
+        let Ok(payload) = fit(y.payload, serializer) else {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Call,
+                y.call,
+                "wamp.error.invalid_argument",
+            );
+            return;
+        };
+        let msg = Message::Result(CallResult {
+            request: y.call,
+            details: ResultDetails {
+                progress: y.progress.then_some(true),
+                ppt: y.ppt,
+                extra: y.extra,
+            },
+            payload,
+        });
+        self.send(conn, serializer, &msg);
+    }
+
+    /// An error for a caller on this shard.
+    pub(super) fn peer_call_error(&mut self, e: CallError) {
+        let Some(&conn) = self.by_id.get(&e.caller) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        let Some(c) = j.calls.remove(&e.call) else {
+            return;
+        };
+        if let Some(d) = c.deadline {
+            self.timers.remove(&(d, e.caller, e.call));
+        }
+        let payload = fit(e.payload, serializer).unwrap_or_default();
+        let msg = Message::Error(ErrorMessage {
+            request_type: MessageType::Call,
+            request: e.call,
+            details: e.details,
+            error: e.error,
+            payload,
+        });
+        self.send(conn, serializer, &msg);
+    }
+
+    pub(super) fn cancel(&mut self, conn: ConnId, m: Cancel) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        let caller = j.id;
+        let mode = m.options.mode.unwrap_or(CancelMode::Kill);
+        let Some(c) = j.calls.get_mut(&m.request) else {
+            // The call already ended: nothing to cancel.
+            return;
+        };
+        let callee_shard = c.callee_shard;
+        if mode == CancelMode::Kill {
+            if c.canceling {
+                return;
+            }
+            c.canceling = true;
+        } else {
+            let deadline = c.deadline;
+            j.calls.remove(&m.request);
+            if let Some(d) = deadline {
+                self.timers.remove(&(d, caller, m.request));
+            }
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Call,
+                m.request,
+                "wamp.error.canceled",
+            );
+        }
+        let reason = "wamp.error.canceled".to_owned();
+        self.send_peer(
+            callee_shard,
+            PeerMsg::Cancel {
+                caller,
+                call: m.request,
+                mode,
+                reason,
+            },
+        );
+    }
+
+    /// A caller cancels an invocation running on this shard.
+    pub(super) fn peer_cancel(
+        &mut self,
+        from: u16,
+        caller: Id,
+        call: Id,
+        mode: CancelMode,
+        reason: &str,
+    ) {
+        let Some(&(callee, request)) = self.inbound_calls.get(&(from, caller, call)) else {
+            return;
+        };
+        let Some(&conn) = self.by_id.get(&callee) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut() else {
+            return;
+        };
+        let can_interrupt = j.roles.supports(Role::Callee, "call_canceling");
+        let keep = mode == CancelMode::Kill && can_interrupt;
+        if !keep {
+            j.invocations.remove(&request);
+            self.inbound_calls.remove(&(from, caller, call));
+        }
+        if mode != CancelMode::Skip && can_interrupt {
+            let msg = Message::Interrupt(Interrupt {
+                request,
+                options: InterruptOptions {
+                    mode: Some(mode),
+                    reason: Some(reason.to_owned()),
+                    extra: Dict::new(),
+                },
+            });
+            self.send(conn, serializer, &msg);
+        }
+        if mode == CancelMode::Kill && !can_interrupt {
+            // The callee cannot be interrupted: answer the waiting caller now, as `skip`.
+            let e = CallError {
+                caller,
+                call,
+                error: reason.to_owned(),
+                details: Dict::new(),
+                payload: Payload::empty(),
+            };
+            self.send_peer(from, PeerMsg::CallError(Box::new(e)));
+        }
+    }
+
+    pub(super) fn fire_timeouts(&mut self, now: Time) {
+        while let Some(&(t, caller, call)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(&conn) = self.by_id.get(&caller) else {
+                continue;
+            };
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            let serializer = s.serializer;
+            let Some(c) = s.joined_mut().and_then(|j| j.calls.remove(&call)) else {
+                continue;
+            };
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Call,
+                call,
+                "wamp.error.timeout",
+            );
+            let reason = "wamp.error.timeout".to_owned();
+            self.send_peer(
+                c.callee_shard,
+                PeerMsg::Cancel {
+                    caller,
+                    call,
+                    mode: CancelMode::KillNoWait,
+                    reason,
+                },
+            );
+        }
+    }
+
+    pub(super) fn dealer_leave(&mut self, j: &Joined) {
+        // As callee: registrations go, pending invocations fail at their callers.
+        for id in j.registrations.iter().copied().collect::<Vec<_>>() {
+            self.meta_on_unregister(j.realm, j.id, id);
+            self.give_back_registration(j.realm, id, j.id);
+        }
+        for c in j.invocations.values() {
+            self.inbound_calls
+                .remove(&(c.caller_shard, c.caller, c.call));
+            let e = CallError {
+                caller: c.caller,
+                call: c.call,
+                error: "wamp.error.canceled".to_owned(),
+                details: Dict::new().with("reason", "callee left"),
+                payload: Payload::empty(),
+            };
+            self.send_peer(c.caller_shard, PeerMsg::CallError(Box::new(e)));
+        }
+        // As caller: pending calls are canceled at their callees.
+        for (call, c) in &j.calls {
+            if let Some(d) = c.deadline {
+                self.timers.remove(&(d, j.id, *call));
+            }
+            let reason = "wamp.error.canceled".to_owned();
+            self.send_peer(
+                c.callee_shard,
+                PeerMsg::Cancel {
+                    caller: j.id,
+                    call: *call,
+                    mode: CancelMode::KillNoWait,
+                    reason,
+                },
+            );
+        }
+    }
+
+    pub(super) fn dealer_shard_down(&mut self, shard: u16) {
+        for realm in 0..self.realms.len() {
+            let gone: Vec<(Id, Id)> = self.realms[realm]
+                .dealer
+                .by_id
+                .iter()
+                .flat_map(|(id, g)| {
+                    g.callees
+                        .iter()
+                        .filter(|c| c.0 == shard)
+                        .map(move |c| (*id, c.1))
+                })
+                .collect();
+            for (id, session) in gone {
+                self.apply_register_remove(realm as u16, id, shard, session);
+            }
+        }
+        // Calls waiting on callees of the dead shard fail; invocations for its callers go.
+        let mut failed = Vec::new();
+        for (conn, s) in &mut self.sessions {
+            let serializer = s.serializer;
+            let Some(j) = s.joined_mut() else {
+                continue;
+            };
+            let dead: Vec<Id> = j
+                .calls
+                .iter()
+                .filter(|(_, c)| c.callee_shard == shard)
+                .map(|(k, _)| *k)
+                .collect();
+            for call in dead {
+                if let Some(c) = j.calls.remove(&call) {
+                    if let Some(d) = c.deadline {
+                        self.timers.remove(&(d, j.id, call));
+                    }
+                }
+                failed.push((*conn, serializer, call));
+            }
+            j.invocations.retain(|_, c| c.caller_shard != shard);
+        }
+        self.inbound_calls.retain(|k, _| k.0 != shard);
+        for (conn, serializer, call) in failed {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Call,
+                call,
+                "wamp.error.canceled",
+            );
+        }
+        let mut done = Vec::new();
+        let mut resend = Vec::new();
+        for (token, p) in &mut self.pending {
+            if let Pending::Register(p) = p {
+                if p.wait.id.is_none() {
+                    resend.push(*token);
+                }
+                if p.wait.ack(shard, None) {
+                    done.push(*token);
+                }
+            }
+        }
+        let live = self.live_shards();
+        for token in resend {
+            let Some(Pending::Register(p)) = self.pending.get_mut(&token) else {
+                continue;
+            };
+            p.wait = Wait::new(live.clone());
+            let (realm, uri, policy) = (p.realm, p.uri.clone(), p.policy);
+            let msg = PeerMsg::RegisterRequest {
+                token,
+                realm: p.realm,
+                uri: p.uri.clone(),
+                policy: p.policy,
+                invoke: p.invoke,
+                session: p.session,
+            };
+            let owner = self.owner(realm, &uri, policy);
+            self.send_peer(owner, msg);
+        }
+        for token in done {
+            if let Some(Pending::Register(p)) = self.pending.remove(&token) {
+                self.register_done(p);
+            }
+        }
+    }
+}
+
+impl InCall {
+    fn copy(&self) -> Self {
+        Self {
+            registration: self.registration,
+            caller_shard: self.caller_shard,
+            caller: self.caller,
+            call: self.call,
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The router as a sans-IO state machine: one [`Shard`] per core.
+//!
+//! # What it does
+//!
+//! A [`Shard`] owns the WAMP sessions of the connections accepted on its core and runs the
+//! broker, the dealer and the meta API for them. It is driven quinn-proto style:
+//!
+//! - **Inputs** (`handle_*`): a connection opened ([`Shard::handle_open`]), a decoded message
+//!   ([`Shard::handle_message`]), a frame that did not decode
+//!   ([`Shard::handle_decode_error`]), a connection gone ([`Shard::handle_close`]), a message
+//!   from another shard ([`Shard::handle_peer`]), another shard's death
+//!   ([`Shard::handle_shard_down`]) and the passing of time ([`Shard::handle_timeout`]).
+//! - **Outputs** (`poll_*`): after any input, drain [`Shard::poll_output`] until it returns
+//!   `None` (frames for connections, closes, messages for other shards), then re-arm the
+//!   timer from [`Shard::poll_timeout`].
+//! - **Time** is the caller's: every input carries `now` ([`Time`], microseconds since an
+//!   epoch the caller picks). The shard never reads a clock, so a simulation can run it on
+//!   virtual time.
+//!
+//! # Across shards
+//!
+//! Shards share no memory. Everything that crosses shards is a [`peer::PeerMsg`], encoded
+//! with a version byte ([`peer`]) and carried as [`Output::Peer`] over a FIFO link per
+//! ordered pair of shards. The router-wide invariants hold as follows.
+//!
+//! - **One id per key.** Each subscription key (realm, topic, match policy) and registration
+//!   key (realm, procedure, match policy) has an *owner* shard: the first live shard at or
+//!   after `hash(key) % count`. The owner serializes every change to the key and picks its
+//!   id; changes travel owner → every shard over FIFO links, so every replica applies them
+//!   in the owner's order.
+//! - **Causality.** The shard that asked for a change answers SUBSCRIBED/REGISTERED only when
+//!   every live shard has acknowledged applying it, so any PUBLISH/CALL accepted anywhere
+//!   afterwards sees it.
+//! - **Publication order.** A publication is matched on the publisher's shard against the
+//!   replicated *interest* table (which shards have subscribers for which keys) and sent once
+//!   to each interested shard; FIFO links keep one publisher's order; the receiving shard
+//!   fans out locally, encoding each EVENT once per subscription and serializer
+//!   ([`Output::Fanout`]).
+//! - **No lock on the data path.** PUBLISH, CALL, YIELD touch only the local shard and
+//!   one-way peer messages.
+//!
+//! # Shard death and rejoin: the choice made
+//!
+//! Every shard holds the **full replica** of the interest and registration tables, not only
+//! the keys it owns, and ownership is re-derived from the live membership (the first live
+//! shard at or after `hash(key) % count`). So when a shard dies nothing it owned is lost:
+//! the next live shard already holds every key's state and becomes its owner; requests in
+//! flight to the dead owner are re-sent to the new one. `handle_shard_down` drops the dead
+//! shard's interest and callees, fails calls pending on its callees with
+//! `wamp.error.canceled`, and forgets invocations its callers had pending. A restarted shard
+//! would rebuild its replica from the snapshots of the live ones before accepting sessions;
+//! that snapshot exchange is **not written yet** (see the crate's report): today a restarted
+//! shard must not be given sessions.
+//!
+//! # What it does not do
+//!
+//! No IO, no clock, no threads, no OS randomness (ids come from a SplitMix64 seeded by
+//! [`ShardConfig::seed`]). It does not frame messages or decode frames: the io layer decodes
+//! with [`crate::codec`] and hands over [`Message`]s, and sends the bytes of outputs.
+
+mod auth;
+mod broker;
+mod config;
+mod dealer;
+mod meta;
+pub mod peer;
+mod rng;
+mod session;
+mod values;
+
+pub use auth::{Anonymous, AuthInfo, Authenticator, Step};
+pub use config::{
+    HistoryConfig, Limits, Permission, RealmConfig, RoleConfig, RouterConfig, ShardConfig,
+};
+pub use peer::PeerError;
+pub use session::ProtocolViolation;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::{self, DecodeError, Serializer};
+use crate::hash::Map;
+use crate::id::Id;
+use crate::matcher::Matcher;
+use crate::message::{Message, Payload};
+use crate::uri::MatchPolicy;
+
+use broker::RealmBroker;
+use dealer::RealmDealer;
+use peer::PeerMsg;
+use rng::SplitMix64;
+use session::Session;
+
+/// Time as the caller sees it: microseconds since an epoch the caller picks (virtual in tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// This time plus `ms` milliseconds (saturating).
+    pub fn plus_ms(self, ms: u64) -> Self {
+        Self(self.0.saturating_add(ms.saturating_mul(1000)))
+    }
+}
+
+/// The io layer's handle for one connection on this shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// What the io layer knows about a connection's transport.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// The transport kind, e.g. `websocket` or `rawsocket`.
+    pub kind: String,
+    /// The peer's address as text, e.g. `tcp4:127.0.0.1:50000`.
+    pub peer: String,
+}
+
+/// What a shard asks its caller to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// One encoded WAMP message for one connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The encoded message (in the connection's serializer).
+        bytes: Bytes,
+    },
+    /// The same encoded message for many connections: encoded once per fan-out (per
+    /// serializer); the io layer frames it once per transport kind and hands the same bytes
+    /// to each connection.
+    Fanout {
+        /// The connections, all using `serializer`.
+        conns: Vec<ConnId>,
+        /// The serializer `bytes` is encoded with.
+        serializer: Serializer,
+        /// The encoded message.
+        bytes: Bytes,
+    },
+    /// Close the connection after flushing what was sent before.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A cross-shard message ([`peer`] encoding), FIFO per link.
+    Peer {
+        /// The receiving shard.
+        to: u16,
+        /// The encoded [`peer::PeerMsg`].
+        bytes: Bytes,
+    },
+}
+
+/// One router core: its sessions, its replica of the router-wide tables, its outputs.
+///
+/// Call protocol: feed one input with a `handle_*` method, then drain [`Shard::poll_output`]
+/// until `None`, then ask [`Shard::poll_timeout`] when to call [`Shard::handle_timeout`].
+/// Outputs of one input are in the order they must be acted on. Every `handle_*` is total:
+/// peer-caused bad input ends in an ERROR, an ABORT or a close, never a panic.
+#[derive(Debug)]
+pub struct Shard {
+    index: u16,
+    count: u16,
+    config: Arc<RouterConfig>,
+    rng: SplitMix64,
+    /// Which shards are alive, as far as this shard knows.
+    live: Vec<bool>,
+    sessions: Map<ConnId, Session>,
+    /// Joined sessions by WAMP session id.
+    by_id: Map<Id, ConnId>,
+    realms: Vec<RealmState>,
+    out: VecDeque<Output>,
+    /// Peer messages this shard sent to itself, handled before the current input returns.
+    loopback: VecDeque<PeerMsg>,
+    /// Control-plane requests waiting on other shards, by token.
+    pending: Map<u64, Pending>,
+    next_token: u64,
+    /// Call deadlines: (deadline, caller session, call request).
+    timers: BTreeSet<(Time, Id, Id)>,
+    /// Invocations running here for calls from any shard: (caller shard, caller, call) →
+    /// (callee session, invocation request id).
+    inbound_calls: Map<(u16, Id, Id), (Id, Id)>,
+    authenticator: Box<dyn Authenticator>,
+    session_counter: u64,
+    now: Time,
+}
+
+/// The per-realm state of a shard.
+#[derive(Debug)]
+struct RealmState {
+    broker: RealmBroker,
+    dealer: RealmDealer,
+    /// One permission matcher per role of the realm config, in config order.
+    permissions: Vec<Matcher<Permission>>,
+}
+
+/// A control-plane request this shard waits on.
+#[derive(Debug)]
+enum Pending {
+    Subscribe(broker::PendingSubscribe),
+    Register(dealer::PendingRegister),
+    Meta(meta::PendingMeta),
+}
+
+impl Shard {
+    /// A shard with no sessions, using the anonymous authenticator.
+    pub fn new(config: ShardConfig) -> Self {
+        Self::with_authenticator(config, Box::new(Anonymous))
+    }
+
+    /// A shard with no sessions and the given authenticator.
+    pub fn with_authenticator(config: ShardConfig, authenticator: Box<dyn Authenticator>) -> Self {
+        let count = config.count.max(1);
+        let realms = config
+            .router
+            .realms
+            .iter()
+            .map(|r| RealmState {
+                broker: RealmBroker::default(),
+                dealer: RealmDealer::default(),
+                permissions: r
+                    .roles
+                    .iter()
+                    .map(|role| {
+                        let mut m = Matcher::new();
+                        for p in &role.permissions {
+                            // A pattern too long for the matcher cannot grant anything; the
+                            // config checker reports it, the shard just skips it.
+                            let _ = m.insert(&p.uri, p.policy, p.clone());
+                        }
+                        m
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            index: config.index,
+            count,
+            rng: SplitMix64::new(config.seed),
+            live: vec![true; usize::from(count)],
+            config: config.router,
+            sessions: Map::default(),
+            by_id: Map::default(),
+            realms,
+            out: VecDeque::new(),
+            loopback: VecDeque::new(),
+            pending: Map::default(),
+            next_token: 1,
+            timers: BTreeSet::new(),
+            inbound_calls: Map::default(),
+            authenticator,
+            session_counter: 0,
+            now: Time(0),
+        }
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// How many connections this shard holds (joined or not).
+    pub fn connection_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A connection was accepted; its first message must be HELLO.
+    pub fn handle_open(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        serializer: Serializer,
+        transport: TransportInfo,
+    ) {
+        self.now = now;
+        if self.sessions.len() >= self.config.limits.sessions_per_shard {
+            // Refusing before HELLO: the client learns why from the ABORT it reads first.
+            self.send_abort(
+                conn,
+                serializer,
+                "wamp.error.limit_exceeded",
+                "too many sessions on this core",
+            );
+            self.out.push_back(Output::Close { conn });
+            return;
+        }
+        self.sessions
+            .insert(conn, Session::new(serializer, transport));
+    }
+
+    /// A message from a connection.
+    pub fn handle_message(&mut self, now: Time, conn: ConnId, msg: Message) {
+        self.now = now;
+        self.session_message(conn, msg);
+        self.drain_loopback();
+    }
+
+    /// A frame that did not decode. A frame whose type could not be read aborts the
+    /// session; a bad request whose id was read gets an ERROR where the spec has one (and
+    /// the session stays), otherwise it aborts too.
+    pub fn handle_decode_error(&mut self, now: Time, conn: ConnId, err: &DecodeError) {
+        self.now = now;
+        self.decode_error(conn, err);
+        self.drain_loopback();
+    }
+
+    /// The transport is gone: the session (if joined) leaves its realm.
+    pub fn handle_close(&mut self, now: Time, conn: ConnId) {
+        self.now = now;
+        if let Some(s) = self.sessions.remove(&conn) {
+            self.leave(conn, s);
+        }
+        self.drain_loopback();
+    }
+
+    /// A message from shard `from`.
+    pub fn handle_peer(&mut self, now: Time, from: u16, bytes: &[u8]) -> Result<(), PeerError> {
+        self.now = now;
+        if from >= self.count {
+            return Err(PeerError::UnknownShard(from));
+        }
+        let msg = PeerMsg::decode(bytes)?;
+        self.peer_message(from, msg);
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Shard `shard` died: drop everything that belonged to it.
+    pub fn handle_shard_down(&mut self, now: Time, shard: u16) {
+        self.now = now;
+        if shard >= self.count || shard == self.index {
+            return;
+        }
+        let slot = &mut self.live[usize::from(shard)];
+        if !*slot {
+            return;
+        }
+        *slot = false;
+        self.broker_shard_down(shard);
+        self.dealer_shard_down(shard);
+        self.meta_shard_down(shard);
+        self.drain_loopback();
+    }
+
+    /// Time passed: fire the call timeouts that are due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
+        self.fire_timeouts(now);
+        self.drain_loopback();
+    }
+
+    /// The next thing to do, or `None` when there is nothing left.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Shard::handle_timeout`] should next be called, if at all.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    /// Answers a [`Step::Pending`] authentication: the dynamic authenticator decided.
+    pub fn handle_auth_result(&mut self, now: Time, conn: ConnId, step: Step) {
+        self.now = now;
+        self.auth_step(conn, step);
+        self.drain_loopback();
+    }
+
+    // ---- helpers shared by the submodules ----
+
+    /// Sends `msg` to the shard `to`; to itself it is queued and handled before the current
+    /// input returns, without encoding.
+    fn send_peer(&mut self, to: u16, msg: PeerMsg) {
+        if to == self.index {
+            self.loopback.push_back(msg);
+        } else if self.live[usize::from(to)] {
+            self.out.push_back(Output::Peer {
+                to,
+                bytes: msg.to_bytes(),
+            });
+        }
+    }
+
+    /// Sends `msg` to every live shard but this one (encoded once).
+    fn broadcast(&mut self, msg: &PeerMsg) {
+        let bytes = msg.to_bytes();
+        for s in 0..self.count {
+            if s != self.index && self.live[usize::from(s)] {
+                self.out.push_back(Output::Peer {
+                    to: s,
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+    }
+
+    /// The live shards, this one included.
+    fn live_shards(&self) -> Vec<u16> {
+        (0..self.count)
+            .filter(|s| self.live[usize::from(*s)])
+            .collect()
+    }
+
+    fn drain_loopback(&mut self) {
+        while let Some(msg) = self.loopback.pop_front() {
+            self.peer_message(self.index, msg);
+        }
+    }
+
+    fn peer_message(&mut self, from: u16, msg: PeerMsg) {
+        match msg {
+            PeerMsg::SubscribeRequest {
+                token,
+                realm,
+                uri,
+                policy,
+            } => {
+                self.owner_subscribe(from, token, realm, uri, policy);
+            }
+            PeerMsg::InterestAdd {
+                realm,
+                uri,
+                policy,
+                subscription,
+                shard,
+                requester,
+                token,
+            } => {
+                self.apply_interest_add(realm, &uri, policy, subscription, shard, requester, token);
+            }
+            PeerMsg::Ack { token } => self.ack(from, token),
+            PeerMsg::UnsubscribeRequest { realm, uri, policy } => {
+                self.owner_unsubscribe(from, realm, uri, policy)
+            }
+            PeerMsg::InterestRemove {
+                realm,
+                uri,
+                policy,
+                shard,
+            } => {
+                self.apply_interest_remove(realm, &uri, policy, shard);
+            }
+            PeerMsg::Publish(p) => self.deliver_publication(&p),
+            PeerMsg::RegisterRequest {
+                token,
+                realm,
+                uri,
+                policy,
+                invoke,
+                session,
+            } => {
+                self.owner_register(from, token, realm, uri, policy, invoke, session);
+            }
+            PeerMsg::RegisterAdd {
+                realm,
+                uri,
+                policy,
+                invoke,
+                registration,
+                shard,
+                session,
+                requester,
+                token,
+            } => {
+                self.apply_register_add(realm, &uri, policy, invoke, registration, shard, session);
+                self.applied(requester, token, Some(registration));
+            }
+            PeerMsg::RegisterReject { token, error } => self.register_rejected(token, &error),
+            PeerMsg::UnregisterRequest {
+                realm,
+                registration,
+                session,
+            } => {
+                self.owner_unregister(from, realm, registration, session);
+            }
+            PeerMsg::RegisterRemove {
+                realm,
+                registration,
+                shard,
+                session,
+            } => {
+                self.apply_register_remove(realm, registration, shard, session);
+            }
+            PeerMsg::Invoke(i) => self.peer_invoke(from, *i),
+            PeerMsg::Yield(y) => self.peer_yield(*y),
+            PeerMsg::CallError(e) => self.peer_call_error(*e),
+            PeerMsg::Cancel {
+                caller,
+                call,
+                mode,
+                reason,
+            } => self.peer_cancel(from, caller, call, mode, &reason),
+            PeerMsg::MetaQuery {
+                token,
+                realm,
+                query,
+            } => self.meta_query(from, token, realm, query),
+            PeerMsg::MetaReply { token, values } => self.meta_reply(from, token, values),
+        }
+    }
+
+    /// This shard applied a change asked for by `requester` under `token`: acknowledge it,
+    /// or, when this shard is the requester, count its own application.
+    fn applied(&mut self, requester: u16, token: u64, id: Option<Id>) {
+        if requester == self.index {
+            self.ack_with_id(self.index, token, id);
+        } else {
+            self.send_peer(requester, PeerMsg::Ack { token });
+        }
+    }
+
+    fn ack(&mut self, from: u16, token: u64) {
+        self.ack_with_id(from, token, None);
+    }
+
+    fn ack_with_id(&mut self, from: u16, token: u64, id: Option<Id>) {
+        let done = match self.pending.get_mut(&token) {
+            Some(Pending::Subscribe(p)) => p.wait.ack(from, id),
+            Some(Pending::Register(p)) => p.wait.ack(from, id),
+            _ => false,
+        };
+        if done {
+            match self.pending.remove(&token) {
+                Some(Pending::Subscribe(p)) => self.subscribe_done(p),
+                Some(Pending::Register(p)) => self.register_done(p),
+                _ => {}
+            }
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    /// The owner of a key: the first live shard at or after `hash(key) % count`.
+    fn owner(&self, realm: u16, uri: &str, policy: MatchPolicy) -> u16 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = crate::hash::State::default().build_hasher();
+        realm.hash(&mut h);
+        uri.hash(&mut h);
+        policy.hash(&mut h);
+        let start = (h.finish() % u64::from(self.count)) as u16;
+        (0..self.count)
+            .map(|i| (start + i) % self.count)
+            .find(|s| self.live[usize::from(*s)])
+            .unwrap_or(self.index)
+    }
+
+    /// A fresh global id of this shard's class that `taken` does not hold.
+    fn fresh_id(&mut self, taken: impl Fn(Id) -> bool) -> Id {
+        loop {
+            let id = self.rng.global_id(self.index, self.count);
+            if !taken(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Encodes `msg` for `conn` and queues it.
+    fn send(&mut self, conn: ConnId, serializer: Serializer, msg: &Message) {
+        let mut buf = Vec::with_capacity(64 + msg.payload().map_or(0, Payload::len));
+        // Callers fit payloads to the serializer first (`fit`); an encoding error left
+        // here means a value JSON cannot carry (a non-finite float in a dictionary), and
+        // dropping that one message is the only thing left to do.
+        if codec::encode(serializer, msg, &mut buf).is_ok() {
+            self.out.push_back(Output::Send {
+                conn,
+                bytes: Bytes::from(buf),
+            });
+        }
+    }
+
+    fn send_abort(&mut self, conn: ConnId, serializer: Serializer, reason: &str, message: &str) {
+        let msg = Message::Abort(crate::message::Abort {
+            details: crate::message::Dict::new().with("message", message),
+            reason: reason.to_owned(),
+        });
+        self.send(conn, serializer, &msg);
+    }
+}
+
+/// `payload` in `to`, transcoded if needed.
+fn fit(payload: Payload, to: Serializer) -> Result<Payload, codec::TranscodeError> {
+    if payload.is_empty() || payload.serializer() == to {
+        Ok(payload)
+    } else {
+        codec::transcode(&payload, to)
+    }
+}
+
+/// The matcher's policy for a wire policy.
+fn policy_of(p: Option<crate::message::MatchPolicy>) -> MatchPolicy {
+    match p.unwrap_or_default() {
+        crate::message::MatchPolicy::Exact => MatchPolicy::Exact,
+        crate::message::MatchPolicy::Prefix => MatchPolicy::Prefix,
+        crate::message::MatchPolicy::Wildcard => MatchPolicy::Wildcard,
+    }
+}
+
+/// A set of shards still to hear from, plus the id the change carries.
+#[derive(Debug)]
+struct Wait {
+    shards: Vec<u16>,
+    id: Option<Id>,
+}
+
+impl Wait {
+    fn new(shards: Vec<u16>) -> Self {
+        Self { shards, id: None }
+    }
+
+    /// Counts `from`'s acknowledgement; true when nothing is left to wait for.
+    fn ack(&mut self, from: u16, id: Option<Id>) -> bool {
+        self.shards.retain(|s| *s != from);
+        if id.is_some() {
+            self.id = id;
+        }
+        self.shards.is_empty() && self.id.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1374 @@
+//! The versioned byte encoding of everything that crosses shards.
+//!
+//! Shards share no memory (they may be threads of one process or separate processes), so
+//! each cross-shard message is a [`PeerMsg`] encoded to bytes and carried over a FIFO link.
+//! The format: one version byte ([`VERSION`]), one tag byte naming the message, then the
+//! fields in a fixed order: integers as little-endian `u64`/`u16`/`u8`, strings and byte
+//! strings as a `u32` length then the bytes, options as a `0`/`1` byte then the value, lists
+//! as a `u32` count then the items, dictionaries as a small tagged value tree (depth-limited).
+//! Decoding checks every length against the input and reports a typed [`PeerError`]: an
+//! unknown version, an unknown tag, truncation, a bad field, trailing bytes.
+//!
+//! What it does not do: it does not frame messages (the link carries one message per
+//! unit), authenticate the sending shard, or compress. Links are trusted but decoding is
+//! still total, so a corrupted link is an error and never a panic.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::codec::Serializer;
+use crate::id::Id;
+use crate::message::{CancelMode, Dict, InvokePolicy, Payload, Ppt, Value};
+use crate::uri::MatchPolicy;
+
+/// The encoding's version, the first byte of every message.
+pub const VERSION: u8 = 0x01;
+
+/// The deepest nesting of a dictionary value in a peer message.
+const MAX_DEPTH: usize = 64;
+
+/// A message between shards.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum PeerMsg {
+    /// To the owner of a subscription key: the sender wants interest in it.
+    SubscribeRequest {
+        /// Correlates the acknowledgements at the requester.
+        token: u64,
+        /// Realm index.
+        realm: u16,
+        /// Topic or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+    },
+    /// From the owner to every shard: `shard` now has subscribers for the key, under
+    /// `subscription`. Every receiver except the requester answers [`PeerMsg::InterestAck`].
+    InterestAdd {
+        /// Realm index.
+        realm: u16,
+        /// Topic or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+        /// The router-wide subscription id of the key.
+        subscription: Id,
+        /// The shard gaining interest.
+        shard: u16,
+        /// The shard that asked (and waits for acknowledgements).
+        requester: u16,
+        /// The requester's token.
+        token: u64,
+    },
+    /// To a requester: the sender applied the change with this token.
+    Ack {
+        /// The requester's token.
+        token: u64,
+    },
+    /// To the owner of a subscription key: the sender has no subscribers left for it.
+    UnsubscribeRequest {
+        /// Realm index.
+        realm: u16,
+        /// Topic or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+    },
+    /// From the owner to every shard: `shard` lost interest in the key.
+    InterestRemove {
+        /// Realm index.
+        realm: u16,
+        /// Topic or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+        /// The shard losing interest.
+        shard: u16,
+    },
+    /// A publication forwarded once to each interested shard.
+    Publish(Box<Publication>),
+    /// To the owner of a registration key: a session of the sender registers.
+    RegisterRequest {
+        /// Correlates the acknowledgements at the requester.
+        token: u64,
+        /// Realm index.
+        realm: u16,
+        /// Procedure or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+        /// Shared-registration policy.
+        invoke: InvokePolicy,
+        /// The callee session.
+        session: Id,
+    },
+    /// From the owner to every shard: a callee was added to a registration.
+    RegisterAdd {
+        /// Realm index.
+        realm: u16,
+        /// Procedure or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+        /// Shared-registration policy.
+        invoke: InvokePolicy,
+        /// The router-wide registration id.
+        registration: Id,
+        /// The callee's shard.
+        shard: u16,
+        /// The callee session.
+        session: Id,
+        /// The shard that asked.
+        requester: u16,
+        /// The requester's token.
+        token: u64,
+    },
+    /// From the owner to the requester: the registration is refused with this error URI.
+    RegisterReject {
+        /// The requester's token.
+        token: u64,
+        /// The error URI.
+        error: String,
+    },
+    /// To the owner of a registration: a callee leaves it.
+    UnregisterRequest {
+        /// Realm index.
+        realm: u16,
+        /// The registration.
+        registration: Id,
+        /// The callee session.
+        session: Id,
+    },
+    /// From the owner to every shard: a callee left a registration.
+    RegisterRemove {
+        /// Realm index.
+        realm: u16,
+        /// The registration.
+        registration: Id,
+        /// The callee's shard.
+        shard: u16,
+        /// The callee session.
+        session: Id,
+    },
+    /// A call (or one chunk of a progressive call) for a callee on the receiving shard.
+    Invoke(Box<Invoke>),
+    /// A result (or a progressive chunk) for a caller on the receiving shard.
+    Yield(Box<YieldMsg>),
+    /// An error answering a call, for a caller on the receiving shard.
+    CallError(Box<CallError>),
+    /// The caller cancels (or gave up on) a call pending at the receiving shard.
+    Cancel {
+        /// The caller session.
+        caller: Id,
+        /// The CALL's request id.
+        call: Id,
+        /// How to cancel.
+        mode: CancelMode,
+        /// The reason URI given to the callee in INTERRUPT.
+        reason: String,
+    },
+    /// A meta API question for the receiving shard's local sessions.
+    MetaQuery {
+        /// Correlates the reply.
+        token: u64,
+        /// Realm index.
+        realm: u16,
+        /// What is asked.
+        query: MetaQuery,
+    },
+    /// The answer to a [`PeerMsg::MetaQuery`].
+    MetaReply {
+        /// The query's token.
+        token: u64,
+        /// The answer, as a list of values to merge.
+        values: Vec<Value>,
+    },
+}
+
+/// What a meta query asks of a shard's local sessions.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum MetaQuery {
+    /// The ids of the sessions in the realm (optionally only these authroles).
+    Sessions {
+        /// Only sessions with one of these roles, if given.
+        authroles: Option<Vec<String>>,
+    },
+    /// The details of one session.
+    Session {
+        /// The session.
+        session: Id,
+    },
+    /// Kill sessions: one id, or every one with an authid or authrole.
+    Kill {
+        /// Which sessions.
+        target: KillTarget,
+        /// GOODBYE reason.
+        reason: String,
+        /// GOODBYE message, if any.
+        message: Option<String>,
+        /// A session to spare (the caller of `kill_by_*`).
+        except: Option<Id>,
+    },
+    /// The sessions subscribed under a subscription id.
+    Subscribers {
+        /// The subscription.
+        subscription: Id,
+    },
+}
+
+/// Which sessions a kill targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KillTarget {
+    /// Sessions with this authid.
+    Authid(String),
+    /// Sessions with this authrole.
+    Authrole(String),
+    /// One session.
+    Session(Id),
+}
+
+/// A publication as it travels to interested shards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Publication {
+    /// Realm index.
+    pub realm: u16,
+    /// The concrete topic.
+    pub topic: String,
+    /// The publication id.
+    pub publication: Id,
+    /// The publisher session (`None` for the router's own meta events).
+    pub publisher: Option<Id>,
+    /// The publisher's authid.
+    pub authid: String,
+    /// The publisher's authrole.
+    pub authrole: String,
+    /// Whether the publisher is disclosed to subscribers.
+    pub disclose: bool,
+    /// Whether the publisher itself is excluded.
+    pub exclude_me: bool,
+    /// Excluded sessions.
+    pub exclude: Vec<Id>,
+    /// Eligible sessions, if restricted.
+    pub eligible: Option<Vec<Id>>,
+    /// Excluded authids.
+    pub exclude_authid: Vec<String>,
+    /// Eligible authids, if restricted.
+    pub eligible_authid: Option<Vec<String>>,
+    /// Excluded authroles.
+    pub exclude_authrole: Vec<String>,
+    /// Eligible authroles, if restricted.
+    pub eligible_authrole: Option<Vec<String>>,
+    /// Whether subscribers asking for retained events get this one.
+    pub retain: bool,
+    /// Payload passthru keys.
+    pub ppt: Ppt,
+    /// The payload, in the publisher's serializer.
+    pub payload: Payload,
+}
+
+/// A call as it travels to the callee's shard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invoke {
+    /// The caller session.
+    pub caller: Id,
+    /// The CALL's request id.
+    pub call: Id,
+    /// The registration chosen.
+    pub registration: Id,
+    /// The callee session chosen.
+    pub callee: Id,
+    /// The concrete procedure, sent to the callee for pattern registrations.
+    pub procedure: Option<String>,
+    /// The caller's authid and authrole, when disclosed.
+    pub disclosed: Option<(String, String)>,
+    /// Whether the caller accepts progressive results.
+    pub receive_progress: bool,
+    /// Whether more chunks of this call follow.
+    pub progress: bool,
+    /// The call's timeout in ms (0: none), passed on to the callee.
+    pub timeout: u64,
+    /// Payload passthru keys.
+    pub ppt: Ppt,
+    /// The payload, in the caller's serializer.
+    pub payload: Payload,
+}
+
+/// A result as it travels back to the caller's shard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct YieldMsg {
+    /// The caller session.
+    pub caller: Id,
+    /// The CALL's request id.
+    pub call: Id,
+    /// Whether more results follow.
+    pub progress: bool,
+    /// Payload passthru keys.
+    pub ppt: Ppt,
+    /// Other YIELD options, forwarded as RESULT details.
+    pub extra: Dict,
+    /// The payload, in the callee's serializer.
+    pub payload: Payload,
+}
+
+/// An error answering a call, as it travels back to the caller's shard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallError {
+    /// The caller session.
+    pub caller: Id,
+    /// The CALL's request id.
+    pub call: Id,
+    /// The error URI.
+    pub error: String,
+    /// ERROR details.
+    pub details: Dict,
+    /// The payload.
+    pub payload: Payload,
+}
+
+/// A peer message could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The input is empty or ends inside a field.
+    Truncated,
+    /// The version byte is not [`VERSION`].
+    UnknownVersion(u8),
+    /// The tag byte names no message.
+    UnknownTag(u8),
+    /// A field holds a value outside its range (named by the field).
+    BadField(&'static str),
+    /// Bytes follow the message.
+    TrailingBytes,
+    /// A value nests deeper than the limit.
+    TooDeep,
+    /// The sending shard index is not a shard of this router.
+    UnknownShard(u16),
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated => f.write_str("peer message truncated"),
+            Self::UnknownVersion(v) => write!(f, "unknown peer encoding version {v}"),
+            Self::UnknownTag(t) => write!(f, "unknown peer message tag {t}"),
+            Self::BadField(n) => write!(f, "bad peer message field {n}"),
+            Self::TrailingBytes => f.write_str("bytes after the peer message"),
+            Self::TooDeep => f.write_str("peer message value nests too deep"),
+            Self::UnknownShard(s) => write!(f, "message from unknown shard {s}"),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+mod tag {
+    pub(super) const SUBSCRIBE_REQUEST: u8 = 0x01;
+    pub(super) const INTEREST_ADD: u8 = 0x02;
+    pub(super) const ACK: u8 = 0x03;
+    pub(super) const UNSUBSCRIBE_REQUEST: u8 = 0x04;
+    pub(super) const INTEREST_REMOVE: u8 = 0x05;
+    pub(super) const PUBLISH: u8 = 0x06;
+    pub(super) const REGISTER_REQUEST: u8 = 0x10;
+    pub(super) const REGISTER_ADD: u8 = 0x11;
+    pub(super) const REGISTER_REJECT: u8 = 0x12;
+    pub(super) const UNREGISTER_REQUEST: u8 = 0x13;
+    pub(super) const REGISTER_REMOVE: u8 = 0x14;
+    pub(super) const INVOKE: u8 = 0x15;
+    pub(super) const YIELD: u8 = 0x16;
+    pub(super) const CALL_ERROR: u8 = 0x17;
+    pub(super) const CANCEL: u8 = 0x18;
+    pub(super) const META_QUERY: u8 = 0x20;
+    pub(super) const META_REPLY: u8 = 0x21;
+}
+
+impl PeerMsg {
+    /// Appends the message's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = W(out);
+        w.u8(VERSION);
+        match self {
+            Self::SubscribeRequest {
+                token,
+                realm,
+                uri,
+                policy,
+            } => {
+                w.u8(tag::SUBSCRIBE_REQUEST);
+                w.u64(*token);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+            }
+            Self::InterestAdd {
+                realm,
+                uri,
+                policy,
+                subscription,
+                shard,
+                requester,
+                token,
+            } => {
+                w.u8(tag::INTEREST_ADD);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+                w.id(*subscription);
+                w.u16(*shard);
+                w.u16(*requester);
+                w.u64(*token);
+            }
+            Self::Ack { token } => {
+                w.u8(tag::ACK);
+                w.u64(*token);
+            }
+            Self::UnsubscribeRequest { realm, uri, policy } => {
+                w.u8(tag::UNSUBSCRIBE_REQUEST);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+            }
+            Self::InterestRemove {
+                realm,
+                uri,
+                policy,
+                shard,
+            } => {
+                w.u8(tag::INTEREST_REMOVE);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+                w.u16(*shard);
+            }
+            Self::Publish(p) => {
+                w.u8(tag::PUBLISH);
+                w.u16(p.realm);
+                w.str(&p.topic);
+                w.id(p.publication);
+                w.opt_id(p.publisher);
+                w.str(&p.authid);
+                w.str(&p.authrole);
+                w.bool(p.disclose);
+                w.bool(p.exclude_me);
+                w.ids(&p.exclude);
+                w.opt(p.eligible.as_ref(), |w, v| w.ids(v));
+                w.strs(&p.exclude_authid);
+                w.opt(p.eligible_authid.as_ref(), |w, v| w.strs(v));
+                w.strs(&p.exclude_authrole);
+                w.opt(p.eligible_authrole.as_ref(), |w, v| w.strs(v));
+                w.bool(p.retain);
+                w.ppt(&p.ppt);
+                w.payload(&p.payload);
+            }
+            Self::RegisterRequest {
+                token,
+                realm,
+                uri,
+                policy,
+                invoke,
+                session,
+            } => {
+                w.u8(tag::REGISTER_REQUEST);
+                w.u64(*token);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+                w.invoke(*invoke);
+                w.id(*session);
+            }
+            Self::RegisterAdd {
+                realm,
+                uri,
+                policy,
+                invoke,
+                registration,
+                shard,
+                session,
+                requester,
+                token,
+            } => {
+                w.u8(tag::REGISTER_ADD);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+                w.invoke(*invoke);
+                w.id(*registration);
+                w.u16(*shard);
+                w.id(*session);
+                w.u16(*requester);
+                w.u64(*token);
+            }
+            Self::RegisterReject { token, error } => {
+                w.u8(tag::REGISTER_REJECT);
+                w.u64(*token);
+                w.str(error);
+            }
+            Self::UnregisterRequest {
+                realm,
+                registration,
+                session,
+            } => {
+                w.u8(tag::UNREGISTER_REQUEST);
+                w.u16(*realm);
+                w.id(*registration);
+                w.id(*session);
+            }
+            Self::RegisterRemove {
+                realm,
+                registration,
+                shard,
+                session,
+            } => {
+                w.u8(tag::REGISTER_REMOVE);
+                w.u16(*realm);
+                w.id(*registration);
+                w.u16(*shard);
+                w.id(*session);
+            }
+            Self::Invoke(i) => {
+                w.u8(tag::INVOKE);
+                w.id(i.caller);
+                w.id(i.call);
+                w.id(i.registration);
+                w.id(i.callee);
+                w.opt(i.procedure.as_ref(), |w, s| w.str(s));
+                w.opt(i.disclosed.as_ref(), |w, (a, r)| {
+                    w.str(a);
+                    w.str(r);
+                });
+                w.bool(i.receive_progress);
+                w.bool(i.progress);
+                w.u64(i.timeout);
+                w.ppt(&i.ppt);
+                w.payload(&i.payload);
+            }
+            Self::Yield(y) => {
+                w.u8(tag::YIELD);
+                w.id(y.caller);
+                w.id(y.call);
+                w.bool(y.progress);
+                w.ppt(&y.ppt);
+                w.dict(&y.extra);
+                w.payload(&y.payload);
+            }
+            Self::CallError(e) => {
+                w.u8(tag::CALL_ERROR);
+                w.id(e.caller);
+                w.id(e.call);
+                w.str(&e.error);
+                w.dict(&e.details);
+                w.payload(&e.payload);
+            }
+            Self::Cancel {
+                caller,
+                call,
+                mode,
+                reason,
+            } => {
+                w.u8(tag::CANCEL);
+                w.id(*caller);
+                w.id(*call);
+                w.u8(match mode {
+                    CancelMode::Kill => 0,
+                    CancelMode::KillNoWait => 1,
+                    CancelMode::Skip => 2,
+                });
+                w.str(reason);
+            }
+            Self::MetaQuery {
+                token,
+                realm,
+                query,
+            } => {
+                w.u8(tag::META_QUERY);
+                w.u64(*token);
+                w.u16(*realm);
+                match query {
+                    MetaQuery::Sessions { authroles } => {
+                        w.u8(0);
+                        w.opt(authroles.as_ref(), |w, v| w.strs(v));
+                    }
+                    MetaQuery::Session { session } => {
+                        w.u8(1);
+                        w.id(*session);
+                    }
+                    MetaQuery::Kill {
+                        target,
+                        reason,
+                        message,
+                        except,
+                    } => {
+                        w.u8(2);
+                        match target {
+                            KillTarget::Authid(s) => {
+                                w.u8(0);
+                                w.str(s);
+                            }
+                            KillTarget::Authrole(s) => {
+                                w.u8(1);
+                                w.str(s);
+                            }
+                            KillTarget::Session(id) => {
+                                w.u8(2);
+                                w.id(*id);
+                            }
+                        }
+                        w.str(reason);
+                        w.opt(message.as_ref(), |w, s| w.str(s));
+                        w.opt_id(*except);
+                    }
+                    MetaQuery::Subscribers { subscription } => {
+                        w.u8(3);
+                        w.id(*subscription);
+                    }
+                }
+            }
+            Self::MetaReply { token, values } => {
+                w.u8(tag::META_REPLY);
+                w.u64(*token);
+                w.len(values.len());
+                for v in values {
+                    w.value(v, 0);
+                }
+            }
+        }
+    }
+
+    /// The message's encoding as `Bytes`.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Decodes one message; `input` must hold exactly one.
+    pub fn decode(input: &[u8]) -> Result<Self, PeerError> {
+        let mut r = R { b: input, pos: 0 };
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(PeerError::UnknownVersion(version));
+        }
+        let t = r.u8()?;
+        let msg = match t {
+            tag::SUBSCRIBE_REQUEST => Self::SubscribeRequest {
+                token: r.u64()?,
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+            },
+            tag::INTEREST_ADD => Self::InterestAdd {
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+                subscription: r.id("subscription")?,
+                shard: r.u16()?,
+                requester: r.u16()?,
+                token: r.u64()?,
+            },
+            tag::ACK => Self::Ack { token: r.u64()? },
+            tag::UNSUBSCRIBE_REQUEST => Self::UnsubscribeRequest {
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+            },
+            tag::INTEREST_REMOVE => Self::InterestRemove {
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+                shard: r.u16()?,
+            },
+            tag::PUBLISH => Self::Publish(Box::new(Publication {
+                realm: r.u16()?,
+                topic: r.str()?,
+                publication: r.id("publication")?,
+                publisher: r.opt_id("publisher")?,
+                authid: r.str()?,
+                authrole: r.str()?,
+                disclose: r.bool()?,
+                exclude_me: r.bool()?,
+                exclude: r.ids()?,
+                eligible: r.opt(R::ids)?,
+                exclude_authid: r.strs()?,
+                eligible_authid: r.opt(R::strs)?,
+                exclude_authrole: r.strs()?,
+                eligible_authrole: r.opt(R::strs)?,
+                retain: r.bool()?,
+                ppt: r.ppt()?,
+                payload: r.payload()?,
+            })),
+            tag::REGISTER_REQUEST => Self::RegisterRequest {
+                token: r.u64()?,
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+                invoke: r.invoke()?,
+                session: r.id("session")?,
+            },
+            tag::REGISTER_ADD => Self::RegisterAdd {
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+                invoke: r.invoke()?,
+                registration: r.id("registration")?,
+                shard: r.u16()?,
+                session: r.id("session")?,
+                requester: r.u16()?,
+                token: r.u64()?,
+            },
+            tag::REGISTER_REJECT => Self::RegisterReject {
+                token: r.u64()?,
+                error: r.str()?,
+            },
+            tag::UNREGISTER_REQUEST => Self::UnregisterRequest {
+                realm: r.u16()?,
+                registration: r.id("registration")?,
+                session: r.id("session")?,
+            },
+            tag::REGISTER_REMOVE => Self::RegisterRemove {
+                realm: r.u16()?,
+                registration: r.id("registration")?,
+                shard: r.u16()?,
+                session: r.id("session")?,
+            },
+            tag::INVOKE => Self::Invoke(Box::new(Invoke {
+                caller: r.id("caller")?,
+                call: r.id("call")?,
+                registration: r.id("registration")?,
+                callee: r.id("callee")?,
+                procedure: r.opt(R::str)?,
+                disclosed: r.opt(|r| Ok((r.str()?, r.str()?)))?,
+                receive_progress: r.bool()?,
+                progress: r.bool()?,
+                timeout: r.u64()?,
+                ppt: r.ppt()?,
+                payload: r.payload()?,
+            })),
+            tag::YIELD => Self::Yield(Box::new(YieldMsg {
+                caller: r.id("caller")?,
+                call: r.id("call")?,
+                progress: r.bool()?,
+                ppt: r.ppt()?,
+                extra: r.dict(0)?,
+                payload: r.payload()?,
+            })),
+            tag::CALL_ERROR => Self::CallError(Box::new(CallError {
+                caller: r.id("caller")?,
+                call: r.id("call")?,
+                error: r.str()?,
+                details: r.dict(0)?,
+                payload: r.payload()?,
+            })),
+            tag::CANCEL => Self::Cancel {
+                caller: r.id("caller")?,
+                call: r.id("call")?,
+                mode: match r.u8()? {
+                    0 => CancelMode::Kill,
+                    1 => CancelMode::KillNoWait,
+                    2 => CancelMode::Skip,
+                    _ => return Err(PeerError::BadField("mode")),
+                },
+                reason: r.str()?,
+            },
+            tag::META_QUERY => {
+                let token = r.u64()?;
+                let realm = r.u16()?;
+                let query = match r.u8()? {
+                    0 => MetaQuery::Sessions {
+                        authroles: r.opt(R::strs)?,
+                    },
+                    1 => MetaQuery::Session {
+                        session: r.id("session")?,
+                    },
+                    2 => {
+                        let target = match r.u8()? {
+                            0 => KillTarget::Authid(r.str()?),
+                            1 => KillTarget::Authrole(r.str()?),
+                            2 => KillTarget::Session(r.id("session")?),
+                            _ => return Err(PeerError::BadField("target")),
+                        };
+                        MetaQuery::Kill {
+                            target,
+                            reason: r.str()?,
+                            message: r.opt(R::str)?,
+                            except: r.opt_id("except")?,
+                        }
+                    }
+                    3 => MetaQuery::Subscribers {
+                        subscription: r.id("subscription")?,
+                    },
+                    _ => return Err(PeerError::BadField("query")),
+                };
+                Self::MetaQuery {
+                    token,
+                    realm,
+                    query,
+                }
+            }
+            tag::META_REPLY => {
+                let token = r.u64()?;
+                let n = r.len()?;
+                let mut values = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    values.push(r.value(0)?);
+                }
+                Self::MetaReply { token, values }
+            }
+            other => return Err(PeerError::UnknownTag(other)),
+        };
+        if r.pos != input.len() {
+            return Err(PeerError::TrailingBytes);
+        }
+        Ok(msg)
+    }
+}
+
+/// The writer: appends fields to a `Vec<u8>`.
+struct W<'a>(&'a mut Vec<u8>);
+
+impl W<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        // Every length written here comes from an in-memory value far below 4 GiB (messages
+        // are bounded by `Limits::message_size`); saturating keeps the writer total anyway.
+        self.0
+            .extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    fn id(&mut self, v: Id) {
+        self.u64(v.get());
+    }
+    fn opt_id(&mut self, v: Option<Id>) {
+        self.u64(v.map_or(0, Id::get));
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.0.extend_from_slice(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn ids(&mut self, v: &[Id]) {
+        self.len(v.len());
+        for id in v {
+            self.id(*id);
+        }
+    }
+    fn strs(&mut self, v: &[String]) {
+        self.len(v.len());
+        for s in v {
+            self.str(s);
+        }
+    }
+    fn opt<T>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Self, &T)) {
+        match v {
+            None => self.u8(0),
+            Some(v) => {
+                self.u8(1);
+                f(self, v);
+            }
+        }
+    }
+    fn policy(&mut self, p: MatchPolicy) {
+        self.u8(match p {
+            MatchPolicy::Exact => 0,
+            MatchPolicy::Prefix => 1,
+            MatchPolicy::Wildcard => 2,
+        });
+    }
+    fn invoke(&mut self, p: InvokePolicy) {
+        self.u8(match p {
+            InvokePolicy::Single => 0,
+            InvokePolicy::RoundRobin => 1,
+            InvokePolicy::Random => 2,
+            InvokePolicy::First => 3,
+            InvokePolicy::Last => 4,
+        });
+    }
+    fn ppt(&mut self, p: &Ppt) {
+        for s in [&p.scheme, &p.serializer, &p.cipher, &p.keyid] {
+            self.opt(s.as_ref(), |w, s| w.str(s));
+        }
+    }
+    fn payload(&mut self, p: &Payload) {
+        self.u8(match p.serializer() {
+            Serializer::Json => 0,
+            Serializer::MsgPack => 1,
+        });
+        self.opt(p.args(), |w, b| w.bytes(b));
+        self.opt(p.kwargs(), |w, b| w.bytes(b));
+    }
+    fn dict(&mut self, d: &Dict) {
+        self.len(d.len());
+        for (k, v) in d.iter() {
+            self.str(k);
+            self.value(v, 1);
+        }
+    }
+    fn value(&mut self, v: &Value, depth: usize) {
+        // Values built by this router never nest past the limit (decoded ones were checked
+        // by the codec); writing `Null` past it keeps the writer total.
+        if depth > MAX_DEPTH {
+            self.u8(0);
+            return;
+        }
+        match v {
+            Value::Null => self.u8(0),
+            Value::Bool(b) => {
+                self.u8(1);
+                self.bool(*b);
+            }
+            Value::Int(i) => {
+                self.u8(2);
+                self.0.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::UInt(u) => {
+                self.u8(3);
+                self.u64(*u);
+            }
+            Value::Float(f) => {
+                self.u8(4);
+                self.0.extend_from_slice(&f.to_le_bytes());
+            }
+            Value::Str(s) => {
+                self.u8(5);
+                self.str(s);
+            }
+            Value::Bin(b) => {
+                self.u8(6);
+                self.bytes(b);
+            }
+            Value::List(l) => {
+                self.u8(7);
+                self.len(l.len());
+                for v in l {
+                    self.value(v, depth + 1);
+                }
+            }
+            Value::Dict(d) => {
+                self.u8(8);
+                self.len(d.len());
+                for (k, v) in d.iter() {
+                    self.str(k);
+                    self.value(v, depth + 1);
+                }
+            }
+        }
+    }
+}
+
+/// The reader: takes fields from a byte slice, checking every length.
+struct R<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl R<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], PeerError> {
+        let end = self.pos.checked_add(n).ok_or(PeerError::Truncated)?;
+        let s = self.b.get(self.pos..end).ok_or(PeerError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PeerError> {
+        let s = self.take(N)?;
+        let mut a = [0; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, PeerError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, PeerError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, PeerError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn len(&mut self) -> Result<usize, PeerError> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        // A length can never exceed what is left; checking here keeps preallocation honest.
+        if n > self.b.len() - self.pos {
+            return Err(PeerError::Truncated);
+        }
+        Ok(n)
+    }
+    fn bool(&mut self) -> Result<bool, PeerError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(PeerError::BadField("bool")),
+        }
+    }
+    fn id(&mut self, field: &'static str) -> Result<Id, PeerError> {
+        Id::new(self.u64()?).ok_or(PeerError::BadField(field))
+    }
+    fn opt_id(&mut self, field: &'static str) -> Result<Option<Id>, PeerError> {
+        match self.u64()? {
+            0 => Ok(None),
+            v => Id::new(v).map(Some).ok_or(PeerError::BadField(field)),
+        }
+    }
+    fn bytes(&mut self) -> Result<&[u8], PeerError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+    fn str(&mut self) -> Result<String, PeerError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| PeerError::BadField("utf8"))
+    }
+    fn ids(&mut self) -> Result<Vec<Id>, PeerError> {
+        let n = self.len()?;
+        (0..n).map(|_| self.id("id")).collect()
+    }
+    fn strs(&mut self) -> Result<Vec<String>, PeerError> {
+        let n = self.len()?;
+        (0..n).map(|_| self.str()).collect()
+    }
+    fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, PeerError>,
+    ) -> Result<Option<T>, PeerError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            _ => Err(PeerError::BadField("option")),
+        }
+    }
+    fn policy(&mut self) -> Result<MatchPolicy, PeerError> {
+        Ok(match self.u8()? {
+            0 => MatchPolicy::Exact,
+            1 => MatchPolicy::Prefix,
+            2 => MatchPolicy::Wildcard,
+            _ => return Err(PeerError::BadField("policy")),
+        })
+    }
+    fn invoke(&mut self) -> Result<InvokePolicy, PeerError> {
+        Ok(match self.u8()? {
+            0 => InvokePolicy::Single,
+            1 => InvokePolicy::RoundRobin,
+            2 => InvokePolicy::Random,
+            3 => InvokePolicy::First,
+            4 => InvokePolicy::Last,
+            _ => return Err(PeerError::BadField("invoke")),
+        })
+    }
+    fn ppt(&mut self) -> Result<Ppt, PeerError> {
+        Ok(Ppt {
+            scheme: self.opt(R::str)?,
+            serializer: self.opt(R::str)?,
+            cipher: self.opt(R::str)?,
+            keyid: self.opt(R::str)?,
+        })
+    }
+    fn payload(&mut self) -> Result<Payload, PeerError> {
+        let serializer = match self.u8()? {
+            0 => Serializer::Json,
+            1 => Serializer::MsgPack,
+            _ => return Err(PeerError::BadField("serializer")),
+        };
+        let args = self.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
+        let kwargs = self.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
+        Ok(Payload::new(serializer, args, kwargs))
+    }
+    fn dict(&mut self, depth: usize) -> Result<Dict, PeerError> {
+        let n = self.len()?;
+        let mut d = Dict::new();
+        for _ in 0..n {
+            let k = self.str()?;
+            let v = self.value(depth + 1)?;
+            d.insert(&k, v);
+        }
+        Ok(d)
+    }
+    fn value(&mut self, depth: usize) -> Result<Value, PeerError> {
+        if depth > MAX_DEPTH {
+            return Err(PeerError::TooDeep);
+        }
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Bool(self.bool()?),
+            2 => Value::Int(i64::from_le_bytes(self.array()?)),
+            3 => Value::UInt(self.u64()?),
+            4 => Value::Float(f64::from_le_bytes(self.array()?)),
+            5 => Value::Str(self.str()?),
+            6 => Value::Bin(self.bytes()?.to_vec()),
+            7 => {
+                let n = self.len()?;
+                let mut l = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    l.push(self.value(depth + 1)?);
+                }
+                Value::List(l)
+            }
+            8 => Value::Dict(self.dict(depth)?),
+            _ => return Err(PeerError::BadField("value")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(v: u64) -> Id {
+        Id::new(v).unwrap()
+    }
+
+    fn samples() -> Vec<PeerMsg> {
+        let payload = Payload::new(
+            Serializer::Json,
+            Some(Bytes::from_static(b"[1,2]")),
+            Some(Bytes::from_static(b"{\"a\":1}")),
+        );
+        vec![
+            PeerMsg::SubscribeRequest {
+                token: 9,
+                realm: 1,
+                uri: "a.b".into(),
+                policy: MatchPolicy::Prefix,
+            },
+            PeerMsg::InterestAdd {
+                realm: 0,
+                uri: "a..c".into(),
+                policy: MatchPolicy::Wildcard,
+                subscription: id(77),
+                shard: 3,
+                requester: 2,
+                token: 5,
+            },
+            PeerMsg::Ack { token: u64::MAX },
+            PeerMsg::UnsubscribeRequest {
+                realm: 0,
+                uri: "x".into(),
+                policy: MatchPolicy::Exact,
+            },
+            PeerMsg::InterestRemove {
+                realm: 0,
+                uri: "x".into(),
+                policy: MatchPolicy::Exact,
+                shard: 1,
+            },
+            PeerMsg::Publish(Box::new(Publication {
+                realm: 0,
+                topic: "t".into(),
+                publication: id(1 << 53),
+                publisher: Some(id(4)),
+                authid: "me".into(),
+                authrole: "anonymous".into(),
+                disclose: true,
+                exclude_me: false,
+                exclude: vec![id(5)],
+                eligible: Some(vec![id(4), id(6)]),
+                exclude_authid: vec!["x".into()],
+                eligible_authid: None,
+                exclude_authrole: vec![],
+                eligible_authrole: Some(vec!["r".into()]),
+                retain: true,
+                ppt: Ppt {
+                    scheme: Some("x_os".into()),
+                    ..Ppt::default()
+                },
+                payload: payload.clone(),
+            })),
+            PeerMsg::RegisterRequest {
+                token: 1,
+                realm: 0,
+                uri: "p".into(),
+                policy: MatchPolicy::Exact,
+                invoke: InvokePolicy::RoundRobin,
+                session: id(3),
+            },
+            PeerMsg::RegisterAdd {
+                realm: 0,
+                uri: "p".into(),
+                policy: MatchPolicy::Exact,
+                invoke: InvokePolicy::Last,
+                registration: id(8),
+                shard: 1,
+                session: id(3),
+                requester: 1,
+                token: 1,
+            },
+            PeerMsg::RegisterReject {
+                token: 1,
+                error: "wamp.error.procedure_already_exists".into(),
+            },
+            PeerMsg::UnregisterRequest {
+                realm: 0,
+                registration: id(8),
+                session: id(3),
+            },
+            PeerMsg::RegisterRemove {
+                realm: 0,
+                registration: id(8),
+                shard: 1,
+                session: id(3),
+            },
+            PeerMsg::Invoke(Box::new(Invoke {
+                caller: id(1),
+                call: id(2),
+                registration: id(8),
+                callee: id(3),
+                procedure: Some("a.b".into()),
+                disclosed: Some(("alice".into(), "user".into())),
+                receive_progress: true,
+                progress: false,
+                timeout: 1500,
+                ppt: Ppt::default(),
+                payload: Payload::new(
+                    Serializer::MsgPack,
+                    Some(Bytes::from_static(&[0x91, 0x01])),
+                    None,
+                ),
+            })),
+            PeerMsg::Yield(Box::new(YieldMsg {
+                caller: id(1),
+                call: id(2),
+                progress: true,
+                ppt: Ppt::default(),
+                extra: Dict::new().with("x", Value::List(vec![Value::Int(-3), Value::Float(1.5)])),
+                payload: Payload::empty(),
+            })),
+            PeerMsg::CallError(Box::new(CallError {
+                caller: id(1),
+                call: id(2),
+                error: "app.error".into(),
+                details: Dict::new()
+                    .with("n", Value::Null)
+                    .with("b", Value::Bin(vec![0, 1])),
+                payload: payload.clone(),
+            })),
+            PeerMsg::Cancel {
+                caller: id(1),
+                call: id(2),
+                mode: CancelMode::KillNoWait,
+                reason: "wamp.error.canceled".into(),
+            },
+            PeerMsg::MetaQuery {
+                token: 4,
+                realm: 0,
+                query: MetaQuery::Sessions {
+                    authroles: Some(vec!["a".into()]),
+                },
+            },
+            PeerMsg::MetaQuery {
+                token: 4,
+                realm: 0,
+                query: MetaQuery::Session { session: id(9) },
+            },
+            PeerMsg::MetaQuery {
+                token: 4,
+                realm: 0,
+                query: MetaQuery::Kill {
+                    target: KillTarget::Authrole("r".into()),
+                    reason: "wamp.close.killed".into(),
+                    message: None,
+                    except: Some(id(2)),
+                },
+            },
+            PeerMsg::MetaQuery {
+                token: 4,
+                realm: 0,
+                query: MetaQuery::Subscribers {
+                    subscription: id(9),
+                },
+            },
+            PeerMsg::MetaReply {
+                token: 4,
+                values: vec![
+                    Value::UInt(1),
+                    Value::Dict(Dict::new().with("k", "v")),
+                    Value::Bool(false),
+                ],
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for m in samples() {
+            let b = m.to_bytes();
+            assert_eq!(b[0], VERSION);
+            assert_eq!(PeerMsg::decode(&b), Ok(m.clone()), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for m in samples() {
+            let b = m.to_bytes();
+            for cut in 0..b.len() {
+                assert!(PeerMsg::decode(&b[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+        }
+    }
+
+    fn check(input: &[u8], expect: PeerError) {
+        assert_eq!(PeerMsg::decode(input), Err(expect), "{input:?}");
+    }
+
+    #[test]
+    fn bad_input() {
+        check(&[], PeerError::Truncated);
+        check(&[0x02, tag::ACK], PeerError::UnknownVersion(2));
+        check(&[VERSION, 0xee], PeerError::UnknownTag(0xee));
+        let mut ack = PeerMsg::Ack { token: 1 }.to_bytes().to_vec();
+        ack.push(0);
+        check(&ack, PeerError::TrailingBytes);
+        let mut unsub = PeerMsg::UnsubscribeRequest {
+            realm: 0,
+            uri: "x".into(),
+            policy: MatchPolicy::Exact,
+        }
+        .to_bytes()
+        .to_vec();
+        *unsub.last_mut().unwrap() = 9;
+        check(&unsub, PeerError::BadField("policy"));
+        let mut cancel = PeerMsg::Cancel {
+            caller: id(1),
+            call: id(2),
+            mode: CancelMode::Kill,
+            reason: String::new(),
+        }
+        .to_bytes()
+        .to_vec();
+        cancel[2..10].copy_from_slice(&0u64.to_le_bytes());
+        check(&cancel, PeerError::BadField("caller"));
+        // A length larger than the rest of the input is truncation, not an allocation.
+        let mut sub = vec![VERSION, tag::SUBSCRIBE_REQUEST];
+        sub.extend_from_slice(&1u64.to_le_bytes());
+        sub.extend_from_slice(&0u16.to_le_bytes());
+        sub.extend_from_slice(&u32::MAX.to_le_bytes());
+        check(&sub, PeerError::Truncated);
+    }
+
+    #[test]
+    fn deep_values_are_refused() {
+        let mut v = Value::Null;
+        for _ in 0..MAX_DEPTH + 5 {
+            v = Value::List(vec![v]);
+        }
+        let mut b = vec![VERSION, tag::META_REPLY];
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        for _ in 0..MAX_DEPTH + 5 {
+            b.push(7);
+            b.extend_from_slice(&1u32.to_le_bytes());
+        }
+        b.push(0);
+        check(&b, PeerError::TooDeep);
+    }
+}

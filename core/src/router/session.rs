@@ -1,0 +1,488 @@
+//! Session lifecycle: HELLO → (CHALLENGE →) WELCOME → GOODBYE, ABORT on violations.
+//!
+//! Each connection is a [`Session`] whose [`State`] says which messages it may send. A joined
+//! session's facts live in [`Joined`], which only the `Established` state holds, so code
+//! that needs a session id or a realm cannot run before WELCOME. Protocol violations are a
+//! typed [`ProtocolViolation`] turned into ABORT `wamp.error.protocol_violation` with the
+//! variant's reason, then a close.
+//!
+//! What it does not do: routing (the broker and dealer modules), authentication decisions
+//! (the [`super::Authenticator`]).
+
+use std::fmt;
+
+use crate::codec::{DecodeError, Serializer};
+use crate::hash::{Map, Set};
+use crate::id::Id;
+use crate::message::{
+    Dict, ErrorMessage, Goodbye, Hello, Message, MessageType, Payload, Role, Roles, Value, Welcome,
+    WelcomeDetails,
+};
+
+use super::{AuthInfo, ConnId, Output, Shard, Step, Time, TransportInfo};
+
+/// A rule of the WAMP session protocol a client broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// AUTHENTICATE arrived though no CHALLENGE was sent.
+    AuthenticateWithoutChallenge,
+    /// A frame's message type could not be read.
+    Undecodable,
+    /// ERROR from a client names a request type other than INVOCATION.
+    ErrorForWrongRequestType(MessageType),
+    /// A message arrived before HELLO (the spec's "received other" while establishing).
+    MessageBeforeHello(MessageType),
+    /// A message other than AUTHENTICATE arrived while authenticating.
+    MessageWhileAuthenticating(MessageType),
+    /// A message the router sends and clients never do (WELCOME, EVENT, INVOCATION, ...).
+    RouterOnlyMessage(MessageType),
+    /// HELLO during the session's lifetime.
+    SecondHello,
+    /// A message with an unreadable field that has no ERROR answer.
+    BadMessage(MessageType),
+    /// YIELD or ERROR for an invocation id the router never issued on this session.
+    UnknownInvocation(Id),
+}
+
+impl fmt::Display for ProtocolViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AuthenticateWithoutChallenge => f.write_str("AUTHENTICATE without a CHALLENGE"),
+            Self::Undecodable => f.write_str("message could not be decoded"),
+            Self::ErrorForWrongRequestType(t) => {
+                write!(f, "ERROR for a {t:?} request, which clients never answer")
+            }
+            Self::MessageBeforeHello(t) => write!(f, "{t:?} before HELLO"),
+            Self::MessageWhileAuthenticating(t) => write!(f, "{t:?} while authenticating"),
+            Self::RouterOnlyMessage(t) => write!(f, "{t:?} is sent by routers only"),
+            Self::SecondHello => f.write_str("HELLO after the session was established"),
+            Self::BadMessage(t) => write!(f, "malformed {t:?}"),
+            Self::UnknownInvocation(id) => write!(f, "no INVOCATION with request id {id} was sent"),
+        }
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) serializer: Serializer,
+    pub(super) transport: TransportInfo,
+    pub(super) state: State,
+}
+
+/// Where a session is in its lifecycle.
+#[derive(Debug)]
+pub(super) enum State {
+    /// Waiting for HELLO.
+    Opened,
+    /// HELLO received; waiting for AUTHENTICATE (`challenged`) or a pending decision.
+    Authenticating {
+        realm: u16,
+        hello: Box<Hello>,
+        challenged: bool,
+    },
+    /// WELCOME sent.
+    Established(Box<Joined>),
+    /// The router sent GOODBYE and left the realm; waiting for the client's GOODBYE.
+    Closing,
+}
+
+/// A joined session's facts and what it holds.
+#[derive(Debug)]
+pub(super) struct Joined {
+    pub(super) id: Id,
+    pub(super) realm: u16,
+    pub(super) auth: AuthInfo,
+    /// The index of the session's role in the realm config, if the role exists.
+    pub(super) role: Option<usize>,
+    pub(super) roles: Roles,
+    pub(super) subscriptions: Set<Id>,
+    pub(super) registrations: Set<Id>,
+    /// Calls this session made that have not ended, by CALL request id.
+    pub(super) calls: Map<Id, super::dealer::OutCall>,
+    /// Invocations this session must answer, by INVOCATION request id.
+    pub(super) invocations: Map<Id, super::dealer::InCall>,
+    /// The last INVOCATION request id used (sequential from 1).
+    pub(super) last_invocation: u64,
+    /// Events to publish when the session leaves (`wamp.session.add_testament`).
+    pub(super) testaments: Vec<super::broker::Testament>,
+}
+
+impl Session {
+    pub(super) fn new(serializer: Serializer, transport: TransportInfo) -> Self {
+        Self {
+            serializer,
+            transport,
+            state: State::Opened,
+        }
+    }
+
+    pub(super) fn joined(&self) -> Option<&Joined> {
+        match &self.state {
+            State::Established(j) => Some(j),
+            _ => None,
+        }
+    }
+
+    pub(super) fn joined_mut(&mut self) -> Option<&mut Joined> {
+        match &mut self.state {
+            State::Established(j) => Some(j),
+            _ => None,
+        }
+    }
+}
+
+/// The features this router announces: only those that work.
+fn router_roles() -> Roles {
+    Roles::default()
+        .with(
+            Role::Broker,
+            &[
+                "event_retention",
+                "pattern_based_subscription",
+                "payload_passthru_mode",
+                "publisher_exclusion",
+                "publisher_identification",
+                "session_meta_api",
+                "subscriber_blackwhite_listing",
+                "subscription_meta_api",
+            ],
+        )
+        .with(
+            Role::Dealer,
+            &[
+                "call_canceling",
+                "call_timeout",
+                "caller_identification",
+                "pattern_based_registration",
+                "payload_passthru_mode",
+                "progressive_call_invocations",
+                "progressive_call_results",
+                "registration_meta_api",
+                "session_meta_api",
+                "shared_registration",
+            ],
+        )
+}
+
+impl Shard {
+    pub(super) fn session_message(&mut self, conn: ConnId, msg: Message) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        let t = msg.message_type();
+        if let Some(len) = msg.payload().map(Payload::len) {
+            if len > self.config.limits.message_size {
+                self.abort(
+                    conn,
+                    "wamp.error.payload_size_exceeded",
+                    "payload larger than the limit",
+                );
+                return;
+            }
+        }
+        match (&s.state, msg) {
+            (State::Opened, Message::Hello(h)) => self.hello(conn, h),
+            (State::Opened, _) => self.violation(conn, ProtocolViolation::MessageBeforeHello(t)),
+            (
+                State::Authenticating {
+                    challenged: true, ..
+                },
+                Message::Authenticate(a),
+            ) => {
+                let step = self.authenticator.authenticate(&a.signature, &a.extra);
+                self.auth_step(conn, step);
+            }
+            (State::Authenticating { .. }, Message::Authenticate(_)) => {
+                self.violation(conn, ProtocolViolation::AuthenticateWithoutChallenge);
+            }
+            (State::Authenticating { .. }, Message::Abort(_)) => self.close_now(conn),
+            (State::Authenticating { .. }, _) => {
+                self.violation(conn, ProtocolViolation::MessageWhileAuthenticating(t));
+            }
+            (State::Closing, Message::Goodbye(_)) => {
+                self.sessions.remove(&conn);
+                self.out.push_back(Output::Close { conn });
+            }
+            // The spec: after sending GOODBYE, other messages are ignored.
+            (State::Closing, _) => {}
+            (State::Established(_), msg) => self.established_message(conn, msg),
+        }
+    }
+
+    fn established_message(&mut self, conn: ConnId, msg: Message) {
+        match msg {
+            Message::Hello(_) => self.violation(conn, ProtocolViolation::SecondHello),
+            Message::Goodbye(_) => {
+                let serializer = self
+                    .sessions
+                    .get(&conn)
+                    .map_or(Serializer::Json, |s| s.serializer);
+                let reply = Message::Goodbye(Goodbye {
+                    details: Dict::new(),
+                    reason: "wamp.close.goodbye_and_out".to_owned(),
+                });
+                self.send(conn, serializer, &reply);
+                if let Some(s) = self.sessions.remove(&conn) {
+                    self.leave(conn, s);
+                }
+                self.out.push_back(Output::Close { conn });
+            }
+            Message::Abort(_) => self.close_now(conn),
+            Message::Publish(m) => self.publish(conn, m),
+            Message::Subscribe(m) => self.subscribe(conn, m),
+            Message::Unsubscribe(m) => self.unsubscribe(conn, m),
+            Message::Call(m) => self.call(conn, m),
+            Message::Cancel(m) => self.cancel(conn, m),
+            Message::Register(m) => self.register(conn, m),
+            Message::Unregister(m) => self.unregister(conn, m),
+            Message::Yield(m) => self.yield_(conn, m),
+            Message::Error(m) => self.callee_error(conn, m),
+            Message::Authenticate(_) => {
+                self.violation(conn, ProtocolViolation::AuthenticateWithoutChallenge)
+            }
+            other => self.violation(
+                conn,
+                ProtocolViolation::RouterOnlyMessage(other.message_type()),
+            ),
+        }
+    }
+
+    fn hello(&mut self, conn: ConnId, hello: Hello) {
+        let Some(realm) = self
+            .config
+            .realms
+            .iter()
+            .position(|r| r.name == hello.realm)
+        else {
+            self.abort(conn, "wamp.error.no_such_realm", "no such realm");
+            return;
+        };
+        // Realm count is bounded by the config, which the io crate caps far below 2^16.
+        let realm = u16::try_from(realm).unwrap_or(u16::MAX);
+        self.session_counter += 1;
+        let step = self
+            .authenticator
+            .start(&hello.realm, &hello, self.session_counter);
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.state = State::Authenticating {
+                realm,
+                hello: Box::new(hello),
+                challenged: false,
+            };
+        }
+        self.auth_step(conn, step);
+    }
+
+    pub(super) fn auth_step(&mut self, conn: ConnId, step: Step) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        match step {
+            Step::Pending => {}
+            Step::Challenge { method, extra } => {
+                if let State::Authenticating { challenged, .. } = &mut s.state {
+                    *challenged = true;
+                }
+                let msg = Message::Challenge(crate::message::Challenge {
+                    authmethod: method,
+                    extra,
+                });
+                self.send(conn, serializer, &msg);
+            }
+            Step::Reject(reason) => self.abort(conn, &reason, "authentication failed"),
+            Step::Welcome(auth) => self.welcome(conn, auth),
+        }
+    }
+
+    fn welcome(&mut self, conn: ConnId, auth: AuthInfo) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let State::Authenticating { realm, hello, .. } =
+            std::mem::replace(&mut s.state, State::Opened)
+        else {
+            return;
+        };
+        let serializer = s.serializer;
+        let by_id = &self.by_id;
+        let id = loop {
+            let id = self.rng.global_id(self.index, self.count);
+            if !by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let role = self.config.realms[usize::from(realm)]
+            .roles
+            .iter()
+            .position(|r| r.name == auth.authrole);
+        let joined = Joined {
+            id,
+            realm,
+            auth: auth.clone(),
+            role,
+            roles: hello.details.roles,
+            subscriptions: Set::default(),
+            registrations: Set::default(),
+            calls: Map::default(),
+            invocations: Map::default(),
+            last_invocation: 0,
+            testaments: Vec::new(),
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        s.state = State::Established(Box::new(joined));
+        self.by_id.insert(id, conn);
+        let msg = Message::Welcome(Welcome {
+            session: id,
+            details: WelcomeDetails {
+                roles: router_roles(),
+                authid: Some(auth.authid),
+                authrole: Some(auth.authrole),
+                authmethod: Some(auth.authmethod),
+                authprovider: Some(auth.authprovider),
+                authextra: None,
+                extra: Dict::new()
+                    .with(
+                        "realm",
+                        self.config.realms[usize::from(realm)].name.as_str(),
+                    )
+                    .with("agent", "switchyard"),
+            },
+        });
+        self.send(conn, serializer, &msg);
+        self.meta_on_join(conn);
+    }
+
+    /// The session leaves its realm (transport gone, GOODBYE, kill): its subscriptions,
+    /// registrations, calls and invocations are cleaned up, testaments published.
+    pub(super) fn leave(&mut self, conn: ConnId, s: Session) {
+        let State::Established(j) = s.state else {
+            return;
+        };
+        self.by_id.remove(&j.id);
+        self.broker_leave(&j);
+        self.dealer_leave(&j);
+        self.meta_on_leave(&j);
+        let _ = conn;
+    }
+
+    /// ABORT with `reason`, leave, close.
+    pub(super) fn abort(&mut self, conn: ConnId, reason: &str, message: &str) {
+        let Some(s) = self.sessions.remove(&conn) else {
+            return;
+        };
+        self.send_abort(conn, s.serializer, reason, message);
+        self.leave(conn, s);
+        self.out.push_back(Output::Close { conn });
+    }
+
+    pub(super) fn violation(&mut self, conn: ConnId, v: ProtocolViolation) {
+        self.abort(conn, "wamp.error.protocol_violation", &v.to_string());
+    }
+
+    fn close_now(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.remove(&conn) {
+            self.leave(conn, s);
+        }
+        self.out.push_back(Output::Close { conn });
+    }
+
+    /// The router ends a session with GOODBYE (`wamp.session.kill`).
+    pub(super) fn kill(&mut self, conn: ConnId, reason: &str, message: Option<&str>) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let serializer = s.serializer;
+        let old = std::mem::replace(&mut s.state, State::Closing);
+        let mut details = Dict::new();
+        if let Some(m) = message {
+            details.insert("message", Value::from(m));
+        }
+        let transport = s.transport.clone();
+        let msg = Message::Goodbye(Goodbye {
+            details,
+            reason: reason.to_owned(),
+        });
+        self.send(conn, serializer, &msg);
+        self.leave(
+            conn,
+            Session {
+                serializer,
+                transport,
+                state: old,
+            },
+        );
+    }
+
+    pub(super) fn decode_error(&mut self, conn: ConnId, err: &DecodeError) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        match (err, &s.state) {
+            (
+                DecodeError::Message {
+                    message_type,
+                    request: Some(request),
+                    ..
+                },
+                State::Established(_),
+            ) if message_type.has_request_id() && *message_type != MessageType::Yield => {
+                let serializer = s.serializer;
+                self.send_error(
+                    conn,
+                    serializer,
+                    *message_type,
+                    *request,
+                    "wamp.error.invalid_argument",
+                );
+            }
+            (DecodeError::Message { message_type, .. }, _) => {
+                self.violation(conn, ProtocolViolation::BadMessage(*message_type));
+            }
+            (DecodeError::Frame(_), _) => self.violation(conn, ProtocolViolation::Undecodable),
+        }
+    }
+
+    /// ERROR `error` answering request `request` of type `request_type`.
+    pub(super) fn send_error(
+        &mut self,
+        conn: ConnId,
+        serializer: Serializer,
+        request_type: MessageType,
+        request: Id,
+        error: &str,
+    ) {
+        let msg = Message::Error(ErrorMessage {
+            request_type,
+            request,
+            details: Dict::new(),
+            error: error.to_owned(),
+            payload: Payload::empty(),
+        });
+        self.send(conn, serializer, &msg);
+    }
+
+    /// The session on `conn` if it is joined, with its serializer.
+    pub(super) fn joined(&self, conn: ConnId) -> Option<(&Joined, Serializer)> {
+        let s = self.sessions.get(&conn)?;
+        Some((s.joined()?, s.serializer))
+    }
+
+    /// Whether the session's role allows `action` on `uri`; the best-matching permission
+    /// decides, as for registrations.
+    pub(super) fn permission(&self, j: &Joined, uri: &str) -> Option<&super::Permission> {
+        let role = j.role?;
+        self.realms[usize::from(j.realm)].permissions[role]
+            .best_match(uri)
+            .map(|m| m.value)
+    }
+
+    #[allow(dead_code)]
+    pub(super) fn now(&self) -> Time {
+        self.now
+    }
+}

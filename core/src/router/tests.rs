@@ -1,0 +1,610 @@
+//! Unit tests of the shard: byte-exact JSON transcripts over one shard, and two or three
+//! shards wired by in-memory FIFO links (the "sim" harness does seeded interleavings).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::codec::{self, Serializer};
+use crate::hash::Set;
+
+/// Shards, FIFO links between them, and what each connection received.
+struct World {
+    shards: Vec<Shard>,
+    links: VecDeque<(u16, u16, Bytes)>,
+    inbox: Map<ConnId, Vec<String>>,
+    closed: Set<ConnId>,
+    home: Map<ConnId, usize>,
+    now: Time,
+}
+
+impl World {
+    fn new(count: u16) -> Self {
+        Self::with_config(count, RouterConfig::default())
+    }
+
+    fn with_config(count: u16, config: RouterConfig) -> Self {
+        let config = Arc::new(config);
+        let shards = (0..count)
+            .map(|index| {
+                Shard::new(ShardConfig {
+                    index,
+                    count,
+                    seed: 42 + u64::from(index),
+                    router: config.clone(),
+                })
+            })
+            .collect();
+        Self {
+            shards,
+            links: VecDeque::new(),
+            inbox: Map::default(),
+            closed: Set::default(),
+            home: Map::default(),
+            now: Time(0),
+        }
+    }
+
+    fn open(&mut self, shard: usize, conn: u64) {
+        let c = ConnId(conn);
+        self.home.insert(c, shard);
+        self.shards[shard].handle_open(self.now, c, Serializer::Json, TransportInfo::default());
+        self.run();
+    }
+
+    /// Opens and joins `realm1`; returns the session id.
+    fn join(&mut self, shard: usize, conn: u64, roles: &str) -> u64 {
+        self.open(shard, conn);
+        self.send(conn, &format!(r#"[1,"realm1",{{"roles":{roles}}}]"#));
+        let w = self.take(conn);
+        assert_eq!(w.len(), 1, "{w:?}");
+        let v: serde_json::Value = serde_json::from_str(&w[0]).unwrap();
+        assert_eq!(v[0], 2, "{w:?}");
+        v[1].as_u64().unwrap()
+    }
+
+    fn send(&mut self, conn: u64, json: &str) {
+        let c = ConnId(conn);
+        let shard = self.home[&c];
+        match codec::decode(Serializer::Json, Bytes::copy_from_slice(json.as_bytes())) {
+            Ok(m) => self.shards[shard].handle_message(self.now, c, m),
+            Err(e) => self.shards[shard].handle_decode_error(self.now, c, &e),
+        }
+        self.run();
+    }
+
+    /// Delivers everything until no shard has output and no link holds a message.
+    fn run(&mut self) {
+        loop {
+            let mut progress = false;
+            for i in 0..self.shards.len() {
+                while let Some(o) = self.shards[i].poll_output() {
+                    progress = true;
+                    match o {
+                        Output::Send { conn, bytes } => self.deliver(conn, &bytes),
+                        Output::Fanout { conns, bytes, .. } => {
+                            for c in conns {
+                                self.deliver(c, &bytes);
+                            }
+                        }
+                        Output::Close { conn } => {
+                            self.closed.insert(conn);
+                        }
+                        Output::Peer { to, bytes } => self.links.push_back((i as u16, to, bytes)),
+                    }
+                }
+            }
+            if let Some((from, to, bytes)) = self.links.pop_front() {
+                progress = true;
+                self.shards[usize::from(to)]
+                    .handle_peer(self.now, from, &bytes)
+                    .unwrap();
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.inbox
+            .entry(conn)
+            .or_default()
+            .push(String::from_utf8(bytes.to_vec()).unwrap());
+    }
+
+    fn take(&mut self, conn: u64) -> Vec<String> {
+        self.inbox.remove(&ConnId(conn)).unwrap_or_default()
+    }
+
+    /// Takes what `conn` received, dropping meta events (EVENTs for `wamp.` topics are
+    /// only present when a test subscribes to them).
+    fn check(&mut self, conn: u64, expect: &[&str]) {
+        assert_eq!(self.take(conn), expect, "conn {conn}");
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now = self.now.plus_ms(ms);
+        for s in &mut self.shards {
+            if s.poll_timeout().is_some_and(|t| t <= self.now) {
+                s.handle_timeout(self.now);
+            }
+        }
+        self.run();
+    }
+}
+
+const PUBSUB: &str = r#"{"publisher":{},"subscriber":{}}"#;
+const RPC: &str = r#"{"caller":{},"callee":{"features":{"call_canceling":true,"progressive_call_results":true}}}"#;
+
+#[test]
+fn hello_welcome_goodbye() {
+    let mut w = World::new(1);
+    w.open(0, 1);
+    w.send(1, r#"[1,"realm1",{"roles":{"caller":{}}}]"#);
+    let got = w.take(1);
+    let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    let id = v[1].as_u64().unwrap();
+    let expect = format!(
+        concat!(
+            r#"[2,{},{{"roles":{{"broker":{{"features":{{"event_retention":true,"pattern_based_subscription":true,"#,
+            r#""payload_passthru_mode":true,"publisher_exclusion":true,"publisher_identification":true,"#,
+            r#""session_meta_api":true,"subscriber_blackwhite_listing":true,"subscription_meta_api":true}}}},"#,
+            r#""dealer":{{"features":{{"call_canceling":true,"call_timeout":true,"caller_identification":true,"#,
+            r#""pattern_based_registration":true,"payload_passthru_mode":true,"progressive_call_invocations":true,"#,
+            r#""progressive_call_results":true,"registration_meta_api":true,"session_meta_api":true,"#,
+            r#""shared_registration":true}}}}}},"authid":"{}","authrole":"anonymous","authmethod":"anonymous","#,
+            r#""authprovider":"static","realm":"realm1","agent":"switchyard"}}]"#
+        ),
+        id,
+        v[2]["authid"].as_str().unwrap()
+    );
+    assert_eq!(got, [expect]);
+    w.send(1, r#"[6,{},"wamp.close.close_realm"]"#);
+    w.check(1, &[r#"[6,{},"wamp.close.goodbye_and_out"]"#]);
+    assert!(w.closed.contains(&ConnId(1)));
+}
+
+fn check_abort(first: &[&str], last: &str, expect: &str) {
+    let mut w = World::new(1);
+    w.open(0, 1);
+    for m in first {
+        w.send(1, m);
+    }
+    w.take(1);
+    w.send(1, last);
+    w.check(1, &[expect]);
+    assert!(w.closed.contains(&ConnId(1)), "{last}");
+}
+
+#[test]
+fn aborts() {
+    let hello = r#"[1,"realm1",{"roles":{"caller":{}}}]"#;
+    check_abort(
+        &[],
+        r#"[1,"nope",{"roles":{}}]"#,
+        r#"[3,{"message":"no such realm"},"wamp.error.no_such_realm"]"#,
+    );
+    check_abort(
+        &[],
+        r#"[32,1,{},"a.b"]"#,
+        r#"[3,{"message":"Subscribe before HELLO"},"wamp.error.protocol_violation"]"#,
+    );
+    check_abort(
+        &[hello],
+        hello,
+        r#"[3,{"message":"HELLO after the session was established"},"wamp.error.protocol_violation"]"#,
+    );
+    check_abort(
+        &[hello],
+        r#"[36,1,2,{}]"#,
+        r#"[3,{"message":"Event is sent by routers only"},"wamp.error.protocol_violation"]"#,
+    );
+    check_abort(
+        &[hello],
+        r#"[70,5,{}]"#,
+        r#"[3,{"message":"no INVOCATION with request id 5 was sent"},"wamp.error.protocol_violation"]"#,
+    );
+    check_abort(
+        &[hello],
+        r#"[8,48,5,{},"x.y"]"#,
+        r#"[3,{"message":"ERROR for a Call request, which clients never answer"},"wamp.error.protocol_violation"]"#,
+    );
+    check_abort(
+        &[hello],
+        r#"{}"#,
+        r#"[3,{"message":"message could not be decoded"},"wamp.error.protocol_violation"]"#,
+    );
+}
+
+#[test]
+fn pubsub_one_shard() {
+    let mut w = World::new(1);
+    let a = w.join(0, 1, PUBSUB);
+    let _b = w.join(0, 2, PUBSUB);
+    w.send(1, r#"[32,1,{},"com.x"]"#);
+    let sub = subscribed(&w.take(1)[0]);
+    w.send(2, r#"[16,7,{"acknowledge":true},"com.x",[1],{"k":"v"}]"#);
+    let got = w.take(2);
+    let publication = serde_json::from_str::<serde_json::Value>(&got[0]).unwrap()[2]
+        .as_u64()
+        .unwrap();
+    w.check(
+        1,
+        &[&format!(r#"[36,{sub},{publication},{{}},[1],{{"k":"v"}}]"#)],
+    );
+    // exclude_me defaults to true: the publisher does not get its own event.
+    w.send(1, r#"[16,8,{},"com.x",["self"]]"#);
+    w.check(1, &[]);
+    w.send(1, r#"[16,9,{"exclude_me":false},"com.x",["self"]]"#);
+    assert_eq!(w.take(1).len(), 1);
+    // Black/white listing by session id.
+    w.send(2, &format!(r#"[16,10,{{"exclude":[{a}]}},"com.x"]"#));
+    w.check(1, &[]);
+    w.send(1, r#"[34,2,12345]"#);
+    w.check(1, &[r#"[8,34,2,{},"wamp.error.no_such_subscription"]"#]);
+    w.send(1, &format!("[34,3,{sub}]"));
+    w.check(1, &["[35,3]"]);
+    w.send(2, r#"[16,11,{},"com.x",[1]]"#);
+    w.check(1, &[]);
+}
+
+fn subscribed(s: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(s).unwrap();
+    assert_eq!(v[0], 33, "{s}");
+    v[2].as_u64().unwrap()
+}
+
+#[test]
+fn invalid_uri_and_pattern_subscription() {
+    let mut w = World::new(1);
+    w.join(0, 1, PUBSUB);
+    w.join(0, 2, PUBSUB);
+    w.send(1, r#"[32,1,{},"a..b"]"#);
+    w.check(1, &[r#"[8,32,1,{},"wamp.error.invalid_uri"]"#]);
+    w.send(1, r#"[32,2,{"match":"wildcard"},"a..c"]"#);
+    let wild = subscribed(&w.take(1)[0]);
+    w.send(1, r#"[32,3,{"match":"prefix"},"a."]"#);
+    let prefix = subscribed(&w.take(1)[0]);
+    w.send(2, r#"[16,1,{},"a.b.c",[]]"#);
+    let got = w.take(1);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (s, id) in got.iter().zip([prefix, wild]) {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v[1].as_u64(), Some(id));
+        assert_eq!(v[3]["topic"], "a.b.c");
+    }
+    w.send(2, r#"[16,2,{"acknowledge":true},"a b"]"#);
+    w.check(2, &[r#"[8,16,2,{},"wamp.error.invalid_uri"]"#]);
+}
+
+#[test]
+fn rpc_one_shard() {
+    let mut w = World::new(1);
+    w.join(0, 1, RPC);
+    w.join(0, 2, RPC);
+    w.send(1, r#"[64,1,{},"com.add"]"#);
+    let got = w.take(1);
+    let reg: u64 = serde_json::from_str::<serde_json::Value>(&got[0]).unwrap()[2]
+        .as_u64()
+        .unwrap();
+    w.send(2, r#"[48,5,{},"com.add",[2,3]]"#);
+    w.check(1, &[&format!("[68,1,{reg},{{}},[2,3]]")]);
+    w.send(1, r#"[70,1,{},[5]]"#);
+    w.check(2, &["[50,5,{},[5]]"]);
+    // A late YIELD for an invocation that ended is ignored, not a violation.
+    w.send(1, r#"[70,1,{},[5]]"#);
+    w.check(1, &[]);
+    w.check(2, &[]);
+    w.send(2, r#"[48,6,{},"com.nope"]"#);
+    w.check(2, &[r#"[8,48,6,{},"wamp.error.no_such_procedure"]"#]);
+    w.send(2, r#"[64,2,{},"com.add"]"#);
+    w.check(2, &[r#"[8,64,2,{},"wamp.error.procedure_already_exists"]"#]);
+    // The callee answers with an error.
+    w.send(2, r#"[48,7,{},"com.add",[]]"#);
+    w.take(1);
+    w.send(1, r#"[8,68,2,{},"app.error.bad",["why"]]"#);
+    w.check(2, &[r#"[8,48,7,{},"app.error.bad",["why"]]"#]);
+    // Unregister; calls then fail.
+    w.send(1, &format!("[66,3,{reg}]"));
+    w.check(1, &["[67,3]"]);
+    w.send(2, r#"[48,8,{},"com.add",[]]"#);
+    w.check(2, &[r#"[8,48,8,{},"wamp.error.no_such_procedure"]"#]);
+}
+
+#[test]
+fn two_shards_pubsub_and_rpc() {
+    let mut w = World::new(2);
+    w.join(0, 1, PUBSUB);
+    w.join(1, 2, PUBSUB);
+    w.join(1, 3, PUBSUB);
+    w.send(2, r#"[32,1,{},"com.x"]"#);
+    let s2 = subscribed(&w.take(2)[0]);
+    w.send(3, r#"[32,1,{},"com.x"]"#);
+    let s3 = subscribed(&w.take(3)[0]);
+    assert_eq!(s2, s3, "one subscription id per key router-wide");
+    w.send(1, r#"[32,1,{},"com.x"]"#);
+    assert_eq!(subscribed(&w.take(1)[0]), s2);
+    for i in 0..5 {
+        w.send(
+            1,
+            &format!(r#"[16,{},{{"exclude_me":false}},"com.x",[{i}]]"#, i + 1),
+        );
+    }
+    for c in [1, 2, 3] {
+        let got = w.take(c);
+        let nums: Vec<u64> = got
+            .iter()
+            .map(|s| {
+                serde_json::from_str::<serde_json::Value>(s).unwrap()[4][0]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(nums, [0, 1, 2, 3, 4], "conn {c}");
+    }
+    // RPC across shards.
+    w.join(0, 4, RPC);
+    w.join(1, 5, RPC);
+    w.send(4, r#"[64,1,{"invoke":"roundrobin"},"com.f"]"#);
+    let got = w.take(4);
+    assert!(got[0].starts_with("[65,1,"), "{got:?}");
+    w.send(5, r#"[64,1,{"invoke":"single"},"com.f"]"#);
+    w.check(
+        5,
+        &[r#"[8,64,1,{},"wamp.error.procedure_exists_with_different_invocation_policy"]"#],
+    );
+    w.send(5, r#"[48,9,{},"com.f",["hi"]]"#);
+    let inv = w.take(4);
+    assert_eq!(inv.len(), 1);
+    assert!(inv[0].starts_with("[68,1,"), "{inv:?}");
+    w.send(4, r#"[70,1,{},["ho"]]"#);
+    w.check(5, &[r#"[50,9,{},["ho"]]"#]);
+}
+
+#[test]
+fn callee_leaving_fails_calls_and_caller_leaving_interrupts() {
+    let mut w = World::new(2);
+    w.join(0, 1, RPC);
+    w.join(1, 2, RPC);
+    w.send(1, r#"[64,1,{},"com.f"]"#);
+    w.take(1);
+    w.send(2, r#"[48,1,{},"com.f",[]]"#);
+    w.take(1);
+    w.shards[0].handle_close(w.now, ConnId(1));
+    w.run();
+    w.check(
+        2,
+        &[r#"[8,48,1,{"reason":"callee left"},"wamp.error.canceled"]"#],
+    );
+    w.join(0, 3, RPC);
+    w.send(3, r#"[64,1,{},"com.f"]"#);
+    w.take(3);
+    w.send(2, r#"[48,2,{},"com.f",[]]"#);
+    w.take(3);
+    w.shards[1].handle_close(w.now, ConnId(2));
+    w.run();
+    w.check(
+        3,
+        &[r#"[69,1,{"mode":"killnowait","reason":"wamp.error.canceled"}]"#],
+    );
+}
+
+#[test]
+fn cancel_modes_and_timeout() {
+    let mut w = World::new(1);
+    w.join(0, 1, RPC);
+    w.join(0, 2, RPC);
+    w.send(1, r#"[64,1,{},"com.f"]"#);
+    w.take(1);
+    // skip: the caller gets ERROR at once, the callee nothing.
+    w.send(2, r#"[48,1,{},"com.f",[]]"#);
+    w.take(1);
+    w.send(2, r#"[49,1,{"mode":"skip"}]"#);
+    w.check(2, &[r#"[8,48,1,{},"wamp.error.canceled"]"#]);
+    w.check(1, &[]);
+    // kill: INTERRUPT, then the callee's ERROR ends the call.
+    w.send(2, r#"[48,2,{},"com.f",[]]"#);
+    w.take(1);
+    w.send(2, r#"[49,2,{"mode":"kill"}]"#);
+    w.check(
+        1,
+        &[r#"[69,2,{"mode":"kill","reason":"wamp.error.canceled"}]"#],
+    );
+    w.check(2, &[]);
+    w.send(1, r#"[8,68,2,{},"wamp.error.canceled"]"#);
+    w.check(2, &[r#"[8,48,2,{},"wamp.error.canceled"]"#]);
+    // timeout in ms, enforced by the dealer.
+    w.send(2, r#"[48,3,{"timeout":100},"com.f",[]]"#);
+    w.check(1, &[r#"[68,3,1,{"timeout":100},[]]"#.replace(",1,", &format!(",{},", reg_of(&w, "com.f"))).as_str()]);
+    w.advance(99);
+    w.check(2, &[]);
+    w.advance(1);
+    w.check(2, &[r#"[8,48,3,{},"wamp.error.timeout"]"#]);
+    w.check(
+        1,
+        &[r#"[69,3,{"mode":"killnowait","reason":"wamp.error.timeout"}]"#],
+    );
+}
+
+fn reg_of(w: &World, uri: &str) -> u64 {
+    w.shards[0].realms[0]
+        .dealer
+        .lookup(uri, MatchPolicy::Exact)
+        .unwrap()
+        .get()
+}
+
+#[test]
+fn progressive_results_and_invocations() {
+    let mut w = World::new(2);
+    w.join(0, 1, RPC);
+    w.join(1, 2, RPC);
+    w.send(1, r#"[64,1,{},"com.p"]"#);
+    w.take(1);
+    w.send(
+        2,
+        r#"[48,1,{"receive_progress":true,"progress":true},"com.p",[1]]"#,
+    );
+    let first = w.take(1);
+    assert_eq!(first.len(), 1);
+    w.send(2, r#"[48,1,{"progress":false},"com.p",[2]]"#);
+    let second = w.take(1);
+    assert!(second[0].starts_with("[68,1,"), "{second:?}");
+    w.send(1, r#"[70,1,{"progress":true},["a"]]"#);
+    w.send(1, r#"[70,1,{"progress":true},["b"]]"#);
+    w.send(1, r#"[70,1,{},["c"]]"#);
+    w.check(
+        2,
+        &[
+            r#"[50,1,{"progress":true},["a"]]"#,
+            r#"[50,1,{"progress":true},["b"]]"#,
+            r#"[50,1,{},["c"]]"#,
+        ],
+    );
+}
+
+#[test]
+fn meta_api_across_shards() {
+    let mut w = World::new(2);
+    let a = w.join(0, 1, RPC);
+    let b = w.join(1, 2, RPC);
+    w.send(1, r#"[48,1,{},"wamp.session.count"]"#);
+    w.check(1, &["[50,1,{},[2]]"]);
+    w.send(1, r#"[48,2,{},"wamp.session.list"]"#);
+    let got = w.take(1);
+    let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    let mut ids: Vec<u64> = v[3][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(ids, want);
+    w.send(1, &format!(r#"[48,3,{{}},"wamp.session.get",[{b}]]"#));
+    let got = w.take(1);
+    assert!(got[0].contains(&format!(r#""session":{b}"#)), "{got:?}");
+    w.send(1, r#"[48,4,{},"wamp.session.get",[1]]"#);
+    w.check(1, &[r#"[8,48,4,{},"wamp.error.no_such_session"]"#]);
+    w.send(2, r#"[64,1,{"match":"prefix"},"com."]"#);
+    w.take(2);
+    w.send(1, r#"[48,5,{},"wamp.registration.match",["com.x"]]"#);
+    let got = w.take(1);
+    let rid = serde_json::from_str::<serde_json::Value>(&got[0]).unwrap()[3][0]
+        .as_u64()
+        .unwrap();
+    w.send(
+        1,
+        &format!(r#"[48,6,{{}},"wamp.registration.get",[{rid}]]"#),
+    );
+    w.check(
+        1,
+        &[&format!(
+            r#"[50,6,{{}},[{{"id":{rid},"uri":"com.","match":"prefix","invoke":"single"}}]]"#
+        )],
+    );
+    w.send(
+        1,
+        &format!(r#"[48,7,{{}},"wamp.registration.list_callees",[{rid}]]"#),
+    );
+    w.check(1, &[&format!("[50,7,{{}},[[{b}]]]")]);
+    w.send(
+        1,
+        &format!(r#"[48,8,{{}},"wamp.session.kill",[{b}],{{"reason":"wamp.close.bye"}}]"#),
+    );
+    w.check(1, &["[50,8,{}]"]);
+    w.check(2, &[r#"[6,{},"wamp.close.bye"]"#]);
+    w.send(1, r#"[48,9,{},"wamp.session.count"]"#);
+    w.check(1, &["[50,9,{},[1]]"]);
+}
+
+#[test]
+fn meta_events_and_shard_down() {
+    let mut w = World::new(2);
+    w.join(0, 1, PUBSUB);
+    w.send(1, r#"[32,1,{},"wamp.session.on_join"]"#);
+    w.take(1);
+    let b = w.join(1, 2, RPC);
+    let got = w.take(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains(&format!(r#""session":{b}"#)), "{got:?}");
+    // Shard 1 registers, shard 0 calls, shard 1 dies: the call fails, the registration goes.
+    w.join(0, 3, RPC);
+    w.send(2, r#"[64,1,{},"com.f"]"#);
+    w.take(2);
+    w.send(3, r#"[48,1,{},"com.f",[]]"#);
+    w.links.clear();
+    w.shards[0].handle_shard_down(w.now, 1);
+    w.run();
+    w.check(3, &[r#"[8,48,1,{},"wamp.error.canceled"]"#]);
+    w.send(3, r#"[48,2,{},"com.f",[]]"#);
+    w.check(3, &[r#"[8,48,2,{},"wamp.error.no_such_procedure"]"#]);
+}
+
+#[test]
+fn not_authorized_and_disclosure() {
+    let mut config = RouterConfig::default();
+    config.realms[0].roles[0].permissions = vec![
+        Permission {
+            disclose_caller: true,
+            disclose_publisher: true,
+            ..Permission::all("com.", MatchPolicy::Prefix)
+        },
+        Permission {
+            call: false,
+            register: false,
+            publish: false,
+            subscribe: false,
+            ..Permission::all("com.secret", MatchPolicy::Exact)
+        },
+    ];
+    let mut w = World::with_config(1, config);
+    let a = w.join(0, 1, RPC);
+    w.join(0, 2, RPC);
+    w.send(1, r#"[64,1,{},"com.secret"]"#);
+    w.check(1, &[r#"[8,64,1,{},"wamp.error.not_authorized"]"#]);
+    w.send(1, r#"[32,2,{},"other.topic"]"#);
+    w.check(1, &[r#"[8,32,2,{},"wamp.error.not_authorized"]"#]);
+    w.send(2, r#"[64,1,{},"com.f"]"#);
+    let got = w.take(2);
+    let reg = serde_json::from_str::<serde_json::Value>(&got[0]).unwrap()[2]
+        .as_u64()
+        .unwrap();
+    w.send(1, r#"[48,3,{},"com.f",[]]"#);
+    let got = w.take(2);
+    let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(v[2].as_u64(), Some(reg));
+    assert_eq!(v[3]["caller"].as_u64(), Some(a));
+    assert_eq!(v[3]["caller_authrole"], "anonymous");
+}
+
+#[test]
+fn retained_events() {
+    let mut w = World::new(2);
+    w.join(0, 1, PUBSUB);
+    w.join(1, 2, PUBSUB);
+    w.send(1, r#"[16,1,{"retain":true},"com.r",["kept"]]"#);
+    w.send(2, r#"[32,1,{"get_retained":true},"com.r"]"#);
+    let got = w.take(2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let sub = subscribed(&got[0]);
+    assert!(got[1].starts_with(&format!("[36,{sub},")), "{got:?}");
+    assert!(
+        got[1].ends_with(r#",{"retained":true},["kept"]]"#),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn ids_belong_to_their_shard() {
+    let mut w = World::new(3);
+    for (i, conn) in [(0usize, 1u64), (1, 2), (2, 3), (1, 4)] {
+        let id = w.join(i, conn, PUBSUB);
+        assert_eq!(id % 3, i as u64);
+    }
+}
