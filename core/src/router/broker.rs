@@ -211,6 +211,12 @@ impl Shard {
     }
 
     /// The owner's side of a subscribe: decide the id, record the shard, broadcast.
+    ///
+    /// A shard decides every request sent to it, even one it would not have picked as the
+    /// owner: the sender picked it from its own view of the membership, the only shard that
+    /// could disagree is a dead one (which decides nothing any more), and every shard holds
+    /// the full replica to decide from. Dropping such a request instead would leave the
+    /// requester waiting forever.
     pub(super) fn owner_subscribe(
         &mut self,
         from: u16,
@@ -219,21 +225,6 @@ impl Shard {
         uri: String,
         policy: MatchPolicy,
     ) {
-        let owner = self.owner(realm, &uri, policy);
-        if owner != self.index {
-            // Ownership moved (a shard died): pass the request on, keeping the requester.
-            self.forward_to_owner(
-                owner,
-                from,
-                PeerMsg::SubscribeRequest {
-                    token,
-                    realm,
-                    uri,
-                    policy,
-                },
-            );
-            return;
-        }
         let Some(r) = self.realms.get(usize::from(realm)) else {
             return;
         };
@@ -256,16 +247,6 @@ impl Shard {
         };
         self.broadcast(&msg);
         self.apply_interest_add(realm, &uri, policy, id, from, from, token);
-    }
-
-    /// Passing a request to the real owner: only the requester itself can re-send so that
-    /// acknowledgements still reach it, so the request is bounced back as a re-send order.
-    fn forward_to_owner(&mut self, owner: u16, requester: u16, msg: PeerMsg) {
-        // The requester's link to the owner is the one whose FIFO order matters; sending
-        // from here would break it. Requests are re-sent by the requester on shard death
-        // (see `broker_shard_down`), so a request arriving at a non-owner is one that raced
-        // with that re-send and is dropped here.
-        let _ = (owner, requester, msg);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -62,6 +62,10 @@ pub(super) struct OutCall {
     deadline: Option<Time>,
     /// A `kill` cancel was sent: the callee's ERROR ends the call.
     canceling: bool,
+    /// The caller is still sending chunks of a progressive invocation.
+    invoking: bool,
+    /// The caller accepts progressive results.
+    receive_progress: bool,
 }
 
 /// An invocation a callee on this shard must answer.
@@ -369,8 +373,21 @@ impl Shard {
         }
         // A progressive call's later chunks go to the callee the first chunk reached.
         if let Some(c) = j.calls.get(&m.request) {
+            if !c.invoking {
+                self.violation(conn, ProtocolViolation::CallIdInUse(m.request));
+                return;
+            }
             let callee_shard = c.callee_shard;
             let caller = j.id;
+            let more = m.options.progress == Some(true);
+            if let Some(c) = self
+                .sessions
+                .get_mut(&conn)
+                .and_then(|s| s.joined_mut())
+                .and_then(|j| j.calls.get_mut(&m.request))
+            {
+                c.invoking = more;
+            }
             let invoke = Invoke {
                 caller,
                 call: m.request,
@@ -379,7 +396,7 @@ impl Shard {
                 procedure: None,
                 disclosed: None,
                 receive_progress: false,
-                progress: m.options.progress == Some(true),
+                progress: more,
                 timeout: 0,
                 ppt: m.options.ppt,
                 payload: m.payload,
@@ -445,6 +462,8 @@ impl Shard {
                     callee_shard,
                     deadline,
                     canceling: false,
+                    invoking: m.options.progress == Some(true),
+                    receive_progress: m.options.receive_progress == Some(true),
                 },
             );
         }
@@ -648,6 +667,11 @@ impl Shard {
         let Some(c) = j.calls.get(&y.call) else {
             return;
         };
+        if y.progress && !c.receive_progress {
+            // The caller did not ask for progressive results: the callee should not have
+            // sent one, and the caller could not tell it from the final result.
+            return;
+        }
         let deadline = c.deadline;
         if !y.progress {
             j.calls.remove(&y.call);

@@ -31,6 +31,9 @@ pub enum ProtocolViolation {
     Undecodable,
     /// ERROR from a client names a request type other than INVOCATION.
     ErrorForWrongRequestType(MessageType),
+    /// CALL reuses the request id of a call still pending (and not a progressive
+    /// invocation).
+    CallIdInUse(Id),
     /// A message arrived before HELLO (the spec's "received other" while establishing).
     MessageBeforeHello(MessageType),
     /// A message other than AUTHENTICATE arrived while authenticating.
@@ -53,6 +56,7 @@ impl fmt::Display for ProtocolViolation {
             Self::ErrorForWrongRequestType(t) => {
                 write!(f, "ERROR for a {t:?} request, which clients never answer")
             }
+            Self::CallIdInUse(id) => write!(f, "CALL request id {id} is still in use"),
             Self::MessageBeforeHello(t) => write!(f, "{t:?} before HELLO"),
             Self::MessageWhileAuthenticating(t) => write!(f, "{t:?} while authenticating"),
             Self::RouterOnlyMessage(t) => write!(f, "{t:?} is sent by routers only"),
