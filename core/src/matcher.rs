@@ -293,8 +293,11 @@ impl<V> Terminal<V> {
 
 /// The first component of `rest` and what follows its dot (`None` when it is the last).
 fn split_first(rest: &str) -> (&str, Option<&str>) {
-    match rest.split_once('.') {
-        Some((head, tail)) => (head, Some(tail)),
+    // A plain byte scan: components are short, and `str::split_once` sets up a general
+    // pattern searcher that costs more than the scan itself (measured with callgrind).
+    match rest.bytes().position(|b| b == b'.') {
+        // `i` is the index of an ASCII byte, so both slices start and end on char boundaries.
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     }
 }
