@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use crate::codec::error::{DecodeError, EncodeError, Field, FrameError, MessageError};
 use crate::codec::fields::{DictModel, FieldRef};
-use crate::codec::layout::{self, Element, Elements, Structural, MAX_ELEMENTS};
+use crate::codec::layout::{self, Element, Elements, PayloadKind, Structural, MAX_ELEMENTS};
 use crate::codec::{Serializer, MAX_DEPTH, MAX_ENVELOPE_ITEMS};
 use crate::message::{Dict, Message, Value};
 
@@ -143,9 +143,19 @@ impl Element for JsonElem<'_> {
         }
     }
 
-    fn payload(self, frame: &Bytes, field: Field, dict: bool) -> Result<Bytes, MessageError> {
-        let open = if dict { b'{' } else { b'[' };
-        if self.0.as_bytes().first() != Some(&open) {
+    fn payload(
+        self,
+        frame: &Bytes,
+        field: Field,
+        kind: PayloadKind,
+    ) -> Result<Bytes, MessageError> {
+        let ok = match (self.0.as_bytes().first(), kind) {
+            (Some(b'['), PayloadKind::Args | PayloadKind::ArgsOrOpaque) => true,
+            (Some(b'"'), PayloadKind::ArgsOrOpaque) => true,
+            (Some(b'{'), PayloadKind::Kwargs) => true,
+            _ => false,
+        };
+        if !ok {
             return Err(MessageError::WrongType { field });
         }
         // The payload sits at level 2 (the message list is level 1).

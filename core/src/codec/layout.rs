@@ -35,9 +35,22 @@ pub(crate) trait Element: Copy + Default {
     fn string(self, field: Field) -> Result<String, MessageError>;
     /// The element as a dictionary, decoded into `M`.
     fn dict<M: DictModel>(self, field: Field) -> Result<M, MessageError>;
-    /// The element as raw payload bytes (a list, or a dictionary if `dict`), sliced from
-    /// `frame` without copying.
-    fn payload(self, frame: &Bytes, field: Field, dict: bool) -> Result<Bytes, MessageError>;
+    /// The element as raw payload bytes of the given kind, sliced from `frame` without
+    /// copying.
+    fn payload(self, frame: &Bytes, field: Field, kind: PayloadKind)
+        -> Result<Bytes, MessageError>;
+}
+
+/// What a payload element may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PayloadKind {
+    /// `args` followed by `kwargs`: a list.
+    Args,
+    /// `args` as the last element: a list, or (payload passthru / end-to-end encryption
+    /// as some clients send it) the opaque binary or string payload itself.
+    ArgsOrOpaque,
+    /// `kwargs`: a dictionary.
+    Kwargs,
 }
 
 /// A structural problem a codec found while splitting the top-level list.
@@ -254,20 +267,25 @@ impl<E: Element> Reader<'_, E> {
 
     /// `args` at `i` and `kwargs` at `i + 1`, each optional.
     fn payload(&self, i: usize, serializer: Serializer) -> Result<Payload, MessageError> {
-        let part = |i: usize, dict: bool| -> Result<Option<Bytes>, MessageError> {
+        let part = |i: usize, kind: PayloadKind| -> Result<Option<Bytes>, MessageError> {
             match self.items.get(i) {
                 Some(&e) => e
                     .payload(
                         self.frame,
                         self.names.get(i).copied().unwrap_or("kwargs"),
-                        dict,
+                        kind,
                     )
                     .map(Some),
                 None => Ok(None),
             }
         };
-        let args = part(i, false)?;
-        let kwargs = part(i + 1, true)?;
+        let args_kind = if i + 1 < self.items.len() {
+            PayloadKind::Args
+        } else {
+            PayloadKind::ArgsOrOpaque
+        };
+        let args = part(i, args_kind)?;
+        let kwargs = part(i + 1, PayloadKind::Kwargs)?;
         Ok(Payload::new(serializer, args, kwargs))
     }
 }

@@ -16,7 +16,7 @@ use rmp::Marker;
 
 use crate::codec::error::{DecodeError, EncodeError, Field, FrameError, MessageError};
 use crate::codec::fields::{self, DictModel, FieldRef};
-use crate::codec::layout::{self, Element, Elements, Structural, MAX_ELEMENTS};
+use crate::codec::layout::{self, Element, Elements, PayloadKind, Structural, MAX_ELEMENTS};
 use crate::codec::{Serializer, MAX_DEPTH, MAX_ENVELOPE_ITEMS};
 use crate::message::{Dict, Message, Value};
 
@@ -260,9 +260,16 @@ impl Element for MsgElem<'_> {
         Ok(m)
     }
 
-    fn payload(self, frame: &Bytes, field: Field, dict: bool) -> Result<Bytes, MessageError> {
-        match (head(&mut Cursor::new(self.0)), dict) {
-            (Ok(Head::Array(_)), false) | (Ok(Head::Map(_)), true) => {}
+    fn payload(
+        self,
+        frame: &Bytes,
+        field: Field,
+        kind: PayloadKind,
+    ) -> Result<Bytes, MessageError> {
+        match (head(&mut Cursor::new(self.0)), kind) {
+            (Ok(Head::Array(_)), PayloadKind::Args | PayloadKind::ArgsOrOpaque)
+            | (Ok(Head::Bin(_) | Head::Str(_)), PayloadKind::ArgsOrOpaque)
+            | (Ok(Head::Map(_)), PayloadKind::Kwargs) => {}
             _ => return Err(MessageError::WrongType { field }),
         }
         // The skipper already checked the element is complete and within MAX_DEPTH; it

@@ -13,8 +13,9 @@ use crate::codec::Serializer;
 /// The `args` list and `kwargs` dictionary of a message, still encoded.
 ///
 /// `args` and `kwargs` each hold exactly one encoded value (a list and a dictionary) in
-/// [`Payload::serializer`]; in payload passthru mode `args` is the list holding the opaque
-/// element. A payload with `kwargs` always has `args` (the wire format needs the list
+/// [`Payload::serializer`]. In payload passthru mode `args` is the list holding the opaque
+/// element, or, as some clients send it in place of the list, the opaque element itself
+/// (a binary or string with no `kwargs` after it): the router forwards either as it is. A payload with `kwargs` always has `args` (the wire format needs the list
 /// first), which [`Payload::new`] ensures.
 #[derive(Clone, Debug)]
 pub struct Payload {
