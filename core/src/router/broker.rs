@@ -31,9 +31,9 @@ use super::{fit, policy_of, ConnId, Output, Pending, Shard, Wait};
 #[derive(Debug, Default)]
 pub(super) struct RealmBroker {
     /// Replica: key → (subscription id, shards with subscribers).
-    interest: Matcher<Interest>,
+    pub(super) interest: Matcher<Interest>,
     /// Replica index: subscription id → key.
-    by_id: Map<Id, (String, MatchPolicy)>,
+    pub(super) by_id: Map<Id, (String, MatchPolicy)>,
     /// Local subscriptions (confirmed): key → subscription id.
     local: Matcher<Id>,
     /// Local subscriptions: id → the sessions holding it.
@@ -41,7 +41,7 @@ pub(super) struct RealmBroker {
     /// Keys with a subscribe request in flight → its token.
     in_flight: Map<(String, MatchPolicy), u64>,
     /// The retained event per topic.
-    retained: Map<String, Box<Publication>>,
+    pub(super) retained: Map<String, Box<Publication>>,
 }
 
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use super::{fit, policy_of, ConnId, Pending, Shard, Time, Wait};
 /// A realm's registrations on one shard (a full replica).
 #[derive(Debug, Default)]
 pub(super) struct RealmDealer {
-    regs: Matcher<Id>,
+    pub(super) regs: Matcher<Id>,
     pub(super) by_id: Map<Id, Registration>,
 }
 
@@ -42,7 +42,7 @@ pub(super) struct Registration {
     pub(super) invoke: InvokePolicy,
     /// (shard, session), in registration order.
     pub(super) callees: Vec<(u16, Id)>,
-    next: usize,
+    pub(super) next: usize,
 }
 
 impl RealmDealer {

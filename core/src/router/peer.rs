@@ -184,6 +184,29 @@ pub enum PeerMsg {
         /// The answer, as a list of values to merge.
         values: Vec<Value>,
     },
+    /// A restarted shard asks to rejoin: every receiver drops what the sender's previous
+    /// life held, marks it live and answers with a [`PeerMsg::Snapshot`].
+    Join,
+    /// The entries the sender owned (under the membership without the joining shard).
+    Snapshot(Box<Snapshot>),
+}
+
+/// One interest entry of a [`Snapshot`]: realm, pattern, policy, subscription id, shards.
+pub type InterestEntry = (u16, String, MatchPolicy, Id, Vec<u16>);
+
+/// One registration of a [`Snapshot`]: realm, pattern, policy, invocation policy,
+/// registration id, callees as (shard, session).
+pub type RegistrationEntry = (u16, String, MatchPolicy, InvokePolicy, Id, Vec<(u16, Id)>);
+
+/// The replicated state one shard hands a rejoining shard: the keys it owned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Interest entries: realm, pattern, policy, subscription id, shards.
+    pub interest: Vec<InterestEntry>,
+    /// Registrations: realm, pattern, policy, invoke, registration id, callees.
+    pub registrations: Vec<RegistrationEntry>,
+    /// Retained events of the topics it owned.
+    pub retained: Vec<Publication>,
 }
 
 /// What a meta query asks of a shard's local sessions.
@@ -381,6 +404,8 @@ mod tag {
     pub(super) const CANCEL: u8 = 0x18;
     pub(super) const META_QUERY: u8 = 0x20;
     pub(super) const META_REPLY: u8 = 0x21;
+    pub(super) const JOIN: u8 = 0x30;
+    pub(super) const SNAPSHOT: u8 = 0x31;
 }
 
 impl PeerMsg {
@@ -443,23 +468,7 @@ impl PeerMsg {
             }
             Self::Publish(p) => {
                 w.u8(tag::PUBLISH);
-                w.u16(p.realm);
-                w.str(&p.topic);
-                w.id(p.publication);
-                w.opt_id(p.publisher);
-                w.str(&p.authid);
-                w.str(&p.authrole);
-                w.bool(p.disclose);
-                w.bool(p.exclude_me);
-                w.ids(&p.exclude);
-                w.opt(p.eligible.as_ref(), |w, v| w.ids(v));
-                w.strs(&p.exclude_authid);
-                w.opt(p.eligible_authid.as_ref(), |w, v| w.strs(v));
-                w.strs(&p.exclude_authrole);
-                w.opt(p.eligible_authrole.as_ref(), |w, v| w.strs(v));
-                w.bool(p.retain);
-                w.ppt(&p.ppt);
-                w.payload(&p.payload);
+                w.publication(p);
             }
             Self::RegisterRequest {
                 token,
@@ -632,6 +641,38 @@ impl PeerMsg {
                     w.value(v, 0);
                 }
             }
+            Self::Join => w.u8(tag::JOIN),
+            Self::Snapshot(s) => {
+                w.u8(tag::SNAPSHOT);
+                w.len(s.interest.len());
+                for (realm, uri, policy, id, shards) in &s.interest {
+                    w.u16(*realm);
+                    w.str(uri);
+                    w.policy(*policy);
+                    w.id(*id);
+                    w.len(shards.len());
+                    for s in shards {
+                        w.u16(*s);
+                    }
+                }
+                w.len(s.registrations.len());
+                for (realm, uri, policy, invoke, id, callees) in &s.registrations {
+                    w.u16(*realm);
+                    w.str(uri);
+                    w.policy(*policy);
+                    w.invoke(*invoke);
+                    w.id(*id);
+                    w.len(callees.len());
+                    for (s, session) in callees {
+                        w.u16(*s);
+                        w.id(*session);
+                    }
+                }
+                w.len(s.retained.len());
+                for p in &s.retained {
+                    w.publication(p);
+                }
+            }
         }
     }
 
@@ -678,25 +719,7 @@ impl PeerMsg {
                 policy: r.policy()?,
                 shard: r.u16()?,
             },
-            tag::PUBLISH => Self::Publish(Box::new(Publication {
-                realm: r.u16()?,
-                topic: r.str()?,
-                publication: r.id("publication")?,
-                publisher: r.opt_id("publisher")?,
-                authid: r.str()?,
-                authrole: r.str()?,
-                disclose: r.bool()?,
-                exclude_me: r.bool()?,
-                exclude: r.ids()?,
-                eligible: r.opt(R::ids)?,
-                exclude_authid: r.strs()?,
-                eligible_authid: r.opt(R::strs)?,
-                exclude_authrole: r.strs()?,
-                eligible_authrole: r.opt(R::strs)?,
-                retain: r.bool()?,
-                ppt: r.ppt()?,
-                payload: r.payload()?,
-            })),
+            tag::PUBLISH => Self::Publish(Box::new(r.publication()?)),
             tag::REGISTER_REQUEST => Self::RegisterRequest {
                 token: r.u64()?,
                 realm: r.u16()?,
@@ -814,6 +837,32 @@ impl PeerMsg {
                 }
                 Self::MetaReply { token, values }
             }
+            tag::JOIN => Self::Join,
+            tag::SNAPSHOT => {
+                let mut s = Snapshot::default();
+                for _ in 0..r.len()? {
+                    let (realm, uri, policy, id) =
+                        (r.u16()?, r.str()?, r.policy()?, r.id("subscription")?);
+                    let n = r.len()?;
+                    let shards = (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?;
+                    s.interest.push((realm, uri, policy, id, shards));
+                }
+                for _ in 0..r.len()? {
+                    let (realm, uri, policy, invoke) =
+                        (r.u16()?, r.str()?, r.policy()?, r.invoke()?);
+                    let id = r.id("registration")?;
+                    let n = r.len()?;
+                    let callees = (0..n)
+                        .map(|_| Ok((r.u16()?, r.id("session")?)))
+                        .collect::<Result<_, PeerError>>()?;
+                    s.registrations
+                        .push((realm, uri, policy, invoke, id, callees));
+                }
+                for _ in 0..r.len()? {
+                    s.retained.push(r.publication()?);
+                }
+                Self::Snapshot(Box::new(s))
+            }
             other => return Err(PeerError::UnknownTag(other)),
         };
         if r.pos != input.len() {
@@ -827,6 +876,25 @@ impl PeerMsg {
 struct W<'a>(&'a mut Vec<u8>);
 
 impl W<'_> {
+    fn publication(&mut self, p: &Publication) {
+        self.u16(p.realm);
+        self.str(&p.topic);
+        self.id(p.publication);
+        self.opt_id(p.publisher);
+        self.str(&p.authid);
+        self.str(&p.authrole);
+        self.bool(p.disclose);
+        self.bool(p.exclude_me);
+        self.ids(&p.exclude);
+        self.opt(p.eligible.as_ref(), |w, v| w.ids(v));
+        self.strs(&p.exclude_authid);
+        self.opt(p.eligible_authid.as_ref(), |w, v| w.strs(v));
+        self.strs(&p.exclude_authrole);
+        self.opt(p.eligible_authrole.as_ref(), |w, v| w.strs(v));
+        self.bool(p.retain);
+        self.ppt(&p.ppt);
+        self.payload(&p.payload);
+    }
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -974,6 +1042,27 @@ struct R<'a> {
 }
 
 impl R<'_> {
+    fn publication(&mut self) -> Result<Publication, PeerError> {
+        Ok(Publication {
+            realm: self.u16()?,
+            topic: self.str()?,
+            publication: self.id("publication")?,
+            publisher: self.opt_id("publisher")?,
+            authid: self.str()?,
+            authrole: self.str()?,
+            disclose: self.bool()?,
+            exclude_me: self.bool()?,
+            exclude: self.ids()?,
+            eligible: self.opt(R::ids)?,
+            exclude_authid: self.strs()?,
+            eligible_authid: self.opt(R::strs)?,
+            exclude_authrole: self.strs()?,
+            eligible_authrole: self.opt(R::strs)?,
+            retain: self.bool()?,
+            ppt: self.ppt()?,
+            payload: self.payload()?,
+        })
+    }
     fn take(&mut self, n: usize) -> Result<&[u8], PeerError> {
         let end = self.pos.checked_add(n).ok_or(PeerError::Truncated)?;
         let s = self.b.get(self.pos..end).ok_or(PeerError::Truncated)?;
@@ -1286,6 +1375,19 @@ mod tests {
                     subscription: id(9),
                 },
             },
+            PeerMsg::Join,
+            PeerMsg::Snapshot(Box::new(Snapshot {
+                interest: vec![(0, "a.".into(), MatchPolicy::Prefix, id(3), vec![0, 2])],
+                registrations: vec![(
+                    1,
+                    "p".into(),
+                    MatchPolicy::Exact,
+                    InvokePolicy::Random,
+                    id(4),
+                    vec![(1, id(9)), (2, id(10))],
+                )],
+                retained: vec![],
+            })),
             PeerMsg::MetaReply {
                 token: 4,
                 values: vec![

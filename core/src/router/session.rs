@@ -253,7 +253,10 @@ impl Shard {
         }
     }
 
-    fn hello(&mut self, conn: ConnId, hello: Hello) {
+    pub(super) fn hello(&mut self, conn: ConnId, hello: Hello) {
+        let Some(hello) = self.park(conn, hello) else {
+            return;
+        };
         let Some(realm) = self
             .config
             .realms

@@ -608,3 +608,64 @@ fn ids_belong_to_their_shard() {
         assert_eq!(id % 3, i as u64);
     }
 }
+
+#[test]
+fn restarted_shard_rejoins_with_the_replica() {
+    let mut w = World::new(3);
+    w.join(0, 1, RPC);
+    w.join(1, 2, PUBSUB);
+    w.join(2, 3, PUBSUB);
+    w.send(1, r#"[64,1,{},"com.f"]"#);
+    w.take(1);
+    w.send(2, r#"[32,1,{},"com.t"]"#);
+    let sub = subscribed(&w.take(2)[0]);
+    w.send(3, r#"[32,1,{},"com.t"]"#);
+    w.take(3);
+    // Shard 2 dies and comes back empty.
+    w.links.retain(|l| l.0 != 2 && l.1 != 2);
+    for s in 0..2 {
+        w.shards[s].handle_shard_down(w.now, 2);
+    }
+    w.run();
+    let config = Arc::new(w.shards[0].config().clone());
+    w.shards[2] = Shard::rejoin(ShardConfig {
+        index: 2,
+        count: 3,
+        seed: 99,
+        router: config,
+    });
+    assert!(!w.shards[2].is_ready());
+    // A HELLO before the replica is complete waits.
+    w.home.insert(ConnId(9), 2);
+    w.shards[2].handle_open(w.now, ConnId(9), Serializer::Json, TransportInfo::default());
+    let hello = codec::decode(
+        Serializer::Json,
+        Bytes::from_static(
+            br#"[1,"realm1",{"roles":{"caller":{},"publisher":{},"subscriber":{}}}]"#,
+        ),
+    )
+    .unwrap();
+    w.shards[2].handle_message(w.now, ConnId(9), hello);
+    while let Some(o) = w.shards[2].poll_output() {
+        let Output::Peer { to, bytes } = o else {
+            panic!("no answer to a parked HELLO: {o:?}");
+        };
+        w.links.push_back((2, to, bytes));
+    }
+    w.run();
+    assert!(w.shards[2].is_ready());
+    let got = w.take(9);
+    assert!(got[0].starts_with("[2,"), "{got:?}");
+    // The rejoined shard routes with the full replica: a call to shard 0's callee, a
+    // publication to shard 1's subscriber, the same subscription id for the same key.
+    w.send(9, r#"[48,1,{},"com.f",[1]]"#);
+    assert_eq!(w.take(1).len(), 1);
+    w.send(1, r#"[70,1,{},[2]]"#);
+    w.check(9, &["[50,1,{},[2]]"]);
+    w.send(9, r#"[16,2,{},"com.t",["x"]]"#);
+    assert_eq!(w.take(2).len(), 1);
+    w.send(9, r#"[32,3,{},"com.t"]"#);
+    assert_eq!(subscribed(&w.take(9)[0]), sub);
+    w.send(2, r#"[16,3,{},"com.t",["y"]]"#);
+    assert_eq!(w.take(9).len(), 1);
+}
