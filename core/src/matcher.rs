@@ -31,6 +31,10 @@
 //! it does not (`a.b` against `a.bc` for `a.bcd`). Comparing the wildcard runs in order is
 //! the same as comparing the patterns component by component with "concrete" above
 //! "wildcard", so two distinct matching patterns never tie: the best match is unique.
+//! One line of the spec's worked example says "no prefix match" for `a1.b2.c3.d4.e5` and
+//! picks a wildcard, although the example's prefix registrations `a1.b2.c3` and
+//! `a1.b2.c3.d4` are string prefixes of that URI; this module follows the spec's rules
+//! (longest prefix, `a1.b2.c3.d4`), not that line.
 //!
 //! # Structure
 //!
@@ -48,9 +52,10 @@
 //!
 //! It does not validate URIs or patterns (that is [`crate::uri`]; the matcher's semantics
 //! are defined for any string, and the router validates before inserting). It does not keep
-//! sets of sessions per pattern: `V` does. It caps prefix and wildcard patterns at
-//! [`MAX_PATTERN_COMPONENTS`] components, because the wildcard walk recurses once per
-//! component and a peer chooses the patterns.
+//! sets of sessions per pattern: `V` does. It does not bound the number of entries: the
+//! router bounds subscriptions and registrations per session. It caps prefix and wildcard
+//! patterns at [`MAX_PATTERN_COMPONENTS`] components, because the wildcard walk recurses
+//! once per component and a peer chooses the patterns.
 
 use std::fmt;
 use std::num::NonZeroU32;
