@@ -8,8 +8,10 @@
 //! each interested shard, and fanned out there: one EVENT encoding per subscription and
 //! serializer, payload transcoded at most once per serializer.
 //!
-//! What it does not do yet: event history (`wamp.subscription.get_events`), subscription
-//! revocation, sharded subscriptions.
+//! Retained events and the configured event histories are kept on every shard (those
+//! publications go to all shards), so `get_retained` and `get_events` are local reads.
+//!
+//! What it does not do yet: subscription revocation, sharded subscriptions.
 
 use bytes::Bytes;
 
@@ -42,6 +44,11 @@ pub(super) struct RealmBroker {
     in_flight: Map<(String, MatchPolicy), u64>,
     /// The retained event per topic.
     pub(super) retained: Map<String, Box<Publication>>,
+    /// Topics with an event history → how many events to keep.
+    history_limits: Map<String, usize>,
+    /// The last events of each history topic, oldest first. Every shard keeps them, so
+    /// `wamp.subscription.get_events` is answered locally.
+    history: Map<String, std::collections::VecDeque<Box<Publication>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +82,24 @@ pub(super) struct Testament {
 }
 
 impl RealmBroker {
+    /// A broker keeping event history for these (topic, length) pairs.
+    pub(super) fn with_history(topics: impl Iterator<Item = (String, usize)>) -> Self {
+        Self {
+            history_limits: topics.filter(|t| t.1 > 0).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The last `limit` events of a topic's history, oldest first.
+    pub(super) fn events(&self, topic: &str, limit: usize) -> Vec<&Publication> {
+        self.history.get(topic).map_or_else(Vec::new, |h| {
+            h.iter()
+                .skip(h.len().saturating_sub(limit))
+                .map(|p| &**p)
+                .collect()
+        })
+    }
+
     /// The replica's entries, for the meta API: (id, uri, policy).
     pub(super) fn entries(&self) -> impl Iterator<Item = (Id, &str, MatchPolicy)> {
         self.by_id.iter().map(|(id, (u, p))| (*id, u.as_str(), *p))
@@ -562,7 +587,9 @@ impl Shard {
     pub(super) fn route_publication(&mut self, p: Box<Publication>) {
         let b = &self.realms[usize::from(p.realm)].broker;
         let mut shards: Vec<u16> = Vec::new();
-        if p.retain {
+        if p.retain || b.history_limits.contains_key(&p.topic) {
+            // Retained events and history live on every shard, so that subscribing and
+            // `get_events` are answered locally.
             shards = self.live_shards();
         } else {
             b.interest.for_each_match(&p.topic, |m| {
@@ -602,6 +629,14 @@ impl Shard {
             if b.retained.len() < limit || b.retained.contains_key(&p.topic) {
                 b.retained.insert(p.topic.clone(), Box::new(p.clone()));
             }
+        }
+        let b = &mut self.realms[realm].broker;
+        if let Some(&limit) = b.history_limits.get(&p.topic) {
+            let h = b.history.entry(p.topic.clone()).or_default();
+            if h.len() >= limit {
+                h.pop_front();
+            }
+            h.push_back(Box::new(p.clone()));
         }
         let b = &self.realms[realm].broker;
         let mut subs: Vec<(Id, MatchPolicy)> = Vec::new();

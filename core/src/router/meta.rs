@@ -8,9 +8,12 @@
 //! the shard that owns the session id (`id % count`). Meta events are published through the
 //! ordinary broker path with no publisher.
 //!
+//! `wamp.subscription.get_events` reads the event history every shard keeps for the topics
+//! the realm configures ([`super::HistoryConfig`]), for exact subscriptions.
+//!
 //! What it does not do yet: `created` timestamps in `get` answers (the shard has no wall
-//! clock; the field is left out), `wamp.subscription.get_events` (event history),
-//! `remove_subscriber`/`remove_callee`, `wamp.session.on_stats`.
+//! clock; the field is left out), `remove_subscriber`/`remove_callee`,
+//! `wamp.session.on_stats`; `on_create`/`on_delete` for subscriptions carry a null session.
 
 use crate::id::Id;
 use crate::message::{
@@ -232,6 +235,33 @@ impl Shard {
                     None => Err("wamp.error.no_such_registration"),
                 }
             }
+            "wamp.subscription.get_events" => match arg_id(0).and_then(|id| b.key(id)) {
+                Some((uri, MatchPolicy::Exact)) => {
+                    let limit = args
+                        .get(1)
+                        .and_then(Value::as_u64)
+                        .map_or(usize::MAX, |l| l as usize);
+                    let events = b
+                        .events(uri, limit)
+                        .into_iter()
+                        .map(|p| {
+                            let mut e = Dict::new()
+                                .with("publication", p.publication)
+                                .with("topic", p.topic.as_str())
+                                .with("args", Value::List(args_of(&p.payload)));
+                            let kw = kwargs_of(&p.payload);
+                            if !kw.is_empty() {
+                                e.insert("kwargs", Value::Dict(kw));
+                            }
+                            Value::Dict(e)
+                        })
+                        .collect();
+                    Ok(Value::List(events))
+                }
+                // History is kept per concrete topic; a pattern subscription has none.
+                Some(_) => Ok(Value::List(Vec::new())),
+                None => Err("wamp.error.no_such_subscription"),
+            },
             "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
                 let Some(id) = arg_id(0).filter(|id| b.key(*id).is_some()) else {
                     self.send_error(

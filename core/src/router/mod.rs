@@ -221,7 +221,12 @@ impl Shard {
             .realms
             .iter()
             .map(|r| RealmState {
-                broker: RealmBroker::default(),
+                broker: RealmBroker::with_history(r.history.iter().map(|h| {
+                    (
+                        h.topic.clone(),
+                        h.limit.min(config.router.limits.history_length),
+                    )
+                })),
                 dealer: RealmDealer::default(),
                 permissions: r
                     .roles

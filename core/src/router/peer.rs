@@ -1457,6 +1457,35 @@ mod tests {
         check(&sub, PeerError::Truncated);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Decoding arbitrary bytes is total: an error or a message, never a panic, and a
+        /// decoded message survives a second encode/decode unchanged.
+        #[test]
+        fn decode_is_total(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96)) {
+            let mut input = bytes;
+            if let Some(first) = input.first_mut() {
+                *first = VERSION;
+            }
+            if let Ok(m) = PeerMsg::decode(&input) {
+                // Bytes, not values: a NaN float is not equal to itself.
+                let once = m.to_bytes();
+                proptest::prop_assert_eq!(PeerMsg::decode(&once).map(|x| x.to_bytes()), Ok(once));
+            }
+        }
+
+        /// Flipping any one byte of a valid message never panics the decoder.
+        #[test]
+        fn corrupted_messages(which in 0usize..21, pos in 0usize..400, byte in proptest::prelude::any::<u8>()) {
+            let samples = samples();
+            let mut b = samples[which % samples.len()].to_bytes().to_vec();
+            let i = pos % b.len();
+            b[i] = byte;
+            let _ = PeerMsg::decode(&b);
+        }
+    }
+
     #[test]
     fn deep_values_are_refused() {
         let mut v = Value::Null;

@@ -143,6 +143,7 @@ fn router_roles() -> Roles {
         .with(
             Role::Broker,
             &[
+                "event_history",
                 "event_retention",
                 "pattern_based_subscription",
                 "payload_passthru_mode",

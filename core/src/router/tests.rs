@@ -149,7 +149,7 @@ fn hello_welcome_goodbye() {
     let id = v[1].as_u64().unwrap();
     let expect = format!(
         concat!(
-            r#"[2,{},{{"roles":{{"broker":{{"features":{{"event_retention":true,"pattern_based_subscription":true,"#,
+            r#"[2,{},{{"roles":{{"broker":{{"features":{{"event_history":true,"event_retention":true,"pattern_based_subscription":true,"#,
             r#""payload_passthru_mode":true,"publisher_exclusion":true,"publisher_identification":true,"#,
             r#""session_meta_api":true,"subscriber_blackwhite_listing":true,"subscription_meta_api":true}}}},"#,
             r#""dealer":{{"features":{{"call_canceling":true,"call_timeout":true,"caller_identification":true,"#,
@@ -668,4 +668,40 @@ fn restarted_shard_rejoins_with_the_replica() {
     assert_eq!(subscribed(&w.take(9)[0]), sub);
     w.send(2, r#"[16,3,{},"com.t",["y"]]"#);
     assert_eq!(w.take(9).len(), 1);
+}
+
+#[test]
+fn event_history() {
+    let mut config = RouterConfig::default();
+    config.realms[0].history = vec![HistoryConfig {
+        topic: "com.h".into(),
+        limit: 2,
+    }];
+    let mut w = World::with_config(2, config);
+    w.join(0, 1, PUBSUB);
+    w.join(1, 2, PUBSUB);
+    for i in 1..=3 {
+        w.send(1, &format!(r#"[16,{i},{{}},"com.h",[{i}]]"#));
+    }
+    w.send(2, r#"[32,1,{},"com.h"]"#);
+    let sub = subscribed(&w.take(2)[0]);
+    w.send(
+        2,
+        &format!(r#"[48,2,{{}},"wamp.subscription.get_events",[{sub}]]"#),
+    );
+    let got = w.take(2);
+    let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    let args: Vec<u64> = v[3][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["args"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(args, [2, 3], "{got:?}");
+    w.send(
+        2,
+        &format!(r#"[48,3,{{}},"wamp.subscription.get_events",[{sub},1]]"#),
+    );
+    let got = w.take(2);
+    assert!(got[0].contains(r#""args":[3]"#), "{got:?}");
 }
