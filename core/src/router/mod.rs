@@ -156,10 +156,23 @@ pub enum Output {
 
 /// One router core: its sessions, its replica of the router-wide tables, its outputs.
 ///
-/// Call protocol: feed one input with a `handle_*` method, then drain [`Shard::poll_output`]
-/// until `None`, then ask [`Shard::poll_timeout`] when to call [`Shard::handle_timeout`].
-/// Outputs of one input are in the order they must be acted on. Every `handle_*` is total:
-/// peer-caused bad input ends in an ERROR, an ABORT or a close, never a panic.
+/// # Call protocol
+///
+/// - Build every shard of a router with the same `Arc<RouterConfig>`, `count`, and a
+///   distinct `index` in `0..count` ([`Shard::new`]); a shard restarted after a crash is
+///   built with [`Shard::rejoin`] instead and is ready once [`Shard::is_ready`] says so.
+/// - Feed one input with a `handle_*` method, then drain [`Shard::poll_output`] until
+///   `None`, then ask [`Shard::poll_timeout`] when to call [`Shard::handle_timeout`].
+///   Outputs of one input are in the order they must be acted on.
+/// - Deliver every [`Output::Peer`] to shard `to` with [`Shard::handle_peer`] (passing the
+///   sender's index as `from`), in order per (from, to) link: the protocol relies on FIFO
+///   links and on nothing else (any interleaving across links is allowed).
+/// - Report a dead shard to every other shard with [`Shard::handle_shard_down`]; messages
+///   to a shard this shard believes dead are not emitted.
+/// - Time passed in must not go backwards.
+///
+/// Every `handle_*` is total: client-caused bad input ends in an ERROR, an ABORT or a close;
+/// undecodable peer bytes are a [`PeerError`]; nothing panics.
 #[derive(Debug)]
 pub struct Shard {
     index: u16,

@@ -705,3 +705,59 @@ fn event_history() {
     let got = w.take(2);
     assert!(got[0].contains(r#""args":[3]"#), "{got:?}");
 }
+
+/// Invariant 2 (causality) under an adversarial schedule: peer messages are delivered one
+/// at a time, and the moment SUBSCRIBED reaches the subscriber, the other shard publishes
+/// before anything else is delivered. The event must still arrive.
+#[test]
+fn subscribed_means_every_shard_routes_to_it() {
+    for count in [2u16, 3] {
+        for publisher_shard in 1..count as usize {
+            let mut w = World::new(count);
+            w.join(0, 1, PUBSUB);
+            w.join(publisher_shard, 2, PUBSUB);
+            // Subscribe without running the links to completion.
+            let m = codec::decode(
+                Serializer::Json,
+                Bytes::from_static(br#"[32,1,{},"com.c"]"#),
+            )
+            .unwrap();
+            w.shards[0].handle_message(w.now, ConnId(1), m);
+            loop {
+                // Collect outputs without delivering peer messages.
+                for i in 0..w.shards.len() {
+                    while let Some(o) = w.shards[i].poll_output() {
+                        match o {
+                            Output::Peer { to, bytes } => w.links.push_back((i as u16, to, bytes)),
+                            Output::Send { conn, bytes } => w.deliver(conn, &bytes),
+                            Output::Fanout { conns, bytes, .. } => {
+                                for c in conns {
+                                    w.deliver(c, &bytes);
+                                }
+                            }
+                            Output::Close { .. } => {}
+                        }
+                    }
+                }
+                if w.inbox
+                    .get(&ConnId(1))
+                    .is_some_and(|m| m.iter().any(|s| s.starts_with("[33,")))
+                {
+                    break;
+                }
+                let (from, to, bytes) = w.links.pop_front().expect("SUBSCRIBED never came");
+                w.shards[usize::from(to)]
+                    .handle_peer(w.now, from, &bytes)
+                    .unwrap();
+            }
+            w.take(1);
+            w.send(2, r#"[16,1,{},"com.c",["after"]]"#);
+            let got = w.take(1);
+            assert_eq!(
+                got.len(),
+                1,
+                "count {count}, publisher on {publisher_shard}: {got:?}"
+            );
+        }
+    }
+}
