@@ -149,12 +149,12 @@ impl Element for JsonElem<'_> {
         field: Field,
         kind: PayloadKind,
     ) -> Result<Bytes, MessageError> {
-        let ok = match (self.0.as_bytes().first(), kind) {
-            (Some(b'['), PayloadKind::Args | PayloadKind::ArgsOrOpaque) => true,
-            (Some(b'"'), PayloadKind::ArgsOrOpaque) => true,
-            (Some(b'{'), PayloadKind::Kwargs) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (self.0.as_bytes().first(), kind),
+            (Some(b'['), PayloadKind::Args | PayloadKind::ArgsOrOpaque)
+                | (Some(b'"'), PayloadKind::ArgsOrOpaque)
+                | (Some(b'{'), PayloadKind::Kwargs)
+        );
         if !ok {
             return Err(MessageError::WrongType { field });
         }
