@@ -1,0 +1,396 @@
+//! The node configuration checker against whole documents: the embedded default, a
+//! realistic Crossbar configuration that must run unchanged, and configurations whose
+//! unsupported keys and invalid values must each be named by path. It does not start a
+//! server; `cli_*.rs` runs the binary.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchyard_core::codec::Serializer;
+use switchyard_core::uri::MatchPolicy;
+use switchyard_io::config::{
+    check_str, check_value, default_config, Endpoint, TransportKind, WebSocketRoutes,
+};
+
+/// Checks `config` and compares every problem line (`path: reason`) with `expect`.
+#[track_caller]
+fn check(config: Value, expect: &[&str]) {
+    let checked = check_value(&config);
+    let lines: Vec<String> = checked.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(lines, expect, "config: {config:#}");
+    let has_errors = checked.problems.iter().any(|p| p.is_error());
+    assert_eq!(checked.config.is_some(), !has_errors);
+}
+
+/// A valid node with one router worker whose transport list is `transports`.
+fn with_transports(transports: Value) -> Value {
+    json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "realms": [{"name": "realm1", "roles": []}],
+            "transports": transports
+        }]
+    })
+}
+
+/// A valid node with one router worker whose realm list is `realms`.
+fn with_realms(realms: Value) -> Value {
+    json!({
+        "version": 2,
+        "workers": [{"type": "router", "realms": realms, "transports": []}]
+    })
+}
+
+fn tcp(port: u16) -> Value {
+    json!({"type": "tcp", "interface": "127.0.0.1", "port": port})
+}
+
+#[test]
+fn the_default_serves_realm1_on_8080() {
+    let config = default_config();
+    assert_eq!(config.workers, 1);
+    assert_eq!(config.cores, None);
+    let [realm] = &config.router.realms[..] else {
+        panic!("one realm expected: {:?}", config.router.realms)
+    };
+    assert_eq!(realm.name, "realm1");
+    assert_eq!(realm.roles.len(), 1);
+    assert_eq!(realm.roles[0].name, "anonymous");
+    let p = &realm.roles[0].permissions[0];
+    assert_eq!((p.uri.as_str(), p.policy), ("", MatchPolicy::Prefix));
+    assert!(p.call && p.register && p.publish && p.subscribe);
+
+    let [t] = &config.transports[..] else {
+        panic!("one transport expected")
+    };
+    assert_eq!(t.kind, TransportKind::Universal);
+    let Endpoint::Tcp(tcp) = &t.endpoint else {
+        panic!("tcp expected")
+    };
+    assert_eq!(tcp.addr, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+    assert!(t.rawsocket.is_some());
+    let WebSocketRoutes::Paths(paths) = &t.websocket else {
+        panic!("paths expected")
+    };
+    assert_eq!(paths.len(), 1);
+    assert_eq!(paths[0].0, "/ws");
+    assert_eq!(paths[0].1.auth.anonymous.as_deref(), Some("anonymous"));
+}
+
+#[test]
+fn a_two_realm_crossbar_config_runs_unchanged() {
+    let text = include_str!("fixtures/crossbar-two-realms.json");
+    let checked = check_str(text);
+    let lines: Vec<String> = checked.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(lines, ["$schema: ignored: a schema reference for editors"]);
+    let config = checked.config.expect("the fixture is accepted");
+
+    let names: Vec<&str> = config
+        .router
+        .realms
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["realm1", "realm2"]);
+    let realm1 = &config.router.realms[0];
+    let roles: Vec<&str> = realm1.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(roles, ["anonymous", "backend"]);
+    let perms: Vec<(&str, MatchPolicy, bool, bool, bool)> = realm1.roles[0]
+        .permissions
+        .iter()
+        .map(|p| {
+            (
+                p.uri.as_str(),
+                p.policy,
+                p.call,
+                p.subscribe,
+                p.disclose_caller,
+            )
+        })
+        .collect();
+    assert_eq!(
+        perms,
+        [
+            ("com.example.", MatchPolicy::Prefix, true, true, true),
+            (
+                "com.example..status",
+                MatchPolicy::Wildcard,
+                false,
+                true,
+                false
+            ),
+            ("wamp.", MatchPolicy::Prefix, true, true, false),
+        ]
+    );
+    // Crossbar's shorthand: `org.sample.*` without `match` is a prefix permission.
+    let shorthand = &config.router.realms[1].roles[0].permissions[1];
+    assert_eq!(
+        (
+            shorthand.uri.as_str(),
+            shorthand.policy,
+            shorthand.publish,
+            shorthand.call
+        ),
+        ("org.sample.", MatchPolicy::Prefix, true, false)
+    );
+
+    let [ws, raw] = &config.transports[..] else {
+        panic!("two transports expected")
+    };
+    assert_eq!(ws.kind, TransportKind::WebSocket);
+    let WebSocketRoutes::Any(service) = &ws.websocket else {
+        panic!("a websocket service expected")
+    };
+    assert_eq!(service.conn.max_message_size, 1 << 20);
+    assert_eq!(service.opening_timeout, Duration::from_millis(2500));
+    assert_eq!(service.conn.ping_interval, Some(Duration::from_secs(10)));
+    assert_eq!(service.conn.ping_timeout, Duration::from_secs(5));
+    let deflate = service.deflate.as_ref().expect("compression configured");
+    assert_eq!((deflate.server_max_window_bits, deflate.mem_level), (13, 5));
+    assert_eq!(raw.kind, TransportKind::RawSocket);
+    let rs = raw.rawsocket.as_ref().expect("rawsocket service");
+    assert_eq!(rs.serializers, [Serializer::MsgPack, Serializer::Json]);
+    assert_eq!(rs.max_message_size, 1 << 20);
+    assert_eq!(rs.auth.anonymous.as_deref(), Some("backend"));
+}
+
+#[test]
+fn unsupported_keys_are_each_named_by_path() {
+    let config = json!({
+        "version": 2,
+        "controller": {"id": "node1", "options": {"title": "x"}},
+        "workers": [
+            {
+                "type": "router",
+                "options": {"cpu_affinity": [0]},
+                "realms": [{
+                    "name": "realm1",
+                    "roles": [{"name": "r", "authorizer": "com.example.authorize"}],
+                    "store": {"type": "memory", "call-queue": []}
+                }],
+                "transports": [
+                    {
+                        "type": "websocket",
+                        "endpoint": {
+                            "type": "tcp", "port": 8080,
+                            "tls": {"key": "k.pem", "certificate": "c.pem", "dhparam": "dh.pem"}
+                        },
+                        "auth": {"anonymous": {"role": "r"}, "ticket": {"type": "static"}},
+                        "options": {"allowed_origins": ["https://example.com"], "auto_fragment_size": 65536}
+                    },
+                    {
+                        "type": "web",
+                        "endpoint": {"type": "tcp", "port": 8081},
+                        "paths": {
+                            "/": {"type": "static", "directory": "../web"},
+                            "ws": {"type": "websocket"}
+                        }
+                    },
+                    {"type": "mqtt", "endpoint": {"type": "tcp", "port": 1883}}
+                ],
+                "components": [{"type": "class", "classname": "x.Y"}]
+            },
+            {"type": "container"}
+        ]
+    });
+    check(
+        config,
+        &[
+            "controller.id: ignored: the node id names the node in Crossbar's management API",
+            "controller.options: ignored: the controller section is not used by Switchyard",
+            "workers[0].options.cpu_affinity: not supported by Switchyard",
+            "workers[0].realms[0].roles[0].authorizer: dynamic authorizers are not yet supported",
+            "workers[0].realms[0].store.call-queue: call queues are not supported",
+            "workers[0].transports[0].endpoint.tls.dhparam: ignored: rustls uses ECDHE key exchange only; DH parameters are not used",
+            "workers[0].transports[0].endpoint.tls: TLS is not yet supported by this build",
+            "workers[0].transports[0].auth.ticket: authentication method `ticket` is not yet supported",
+            "workers[0].transports[0].options.allowed_origins: origin checking is not yet supported (only [\"*\"])",
+            "workers[0].transports[0].options.auto_fragment_size: ignored: outgoing messages are sent unfragmented (invisible to WAMP)",
+            "workers[0].transports[1].paths[\"/\"].type: web service type `static` is not yet supported",
+            "workers[0].transports[2].type: transport type `mqtt` is not supported",
+            "workers[0].components: router components (application code run inside the router) are not supported",
+            "workers[1].type: worker type `container` is not supported",
+        ],
+    );
+}
+
+#[test]
+fn ignored_keys_alone_do_not_refuse() {
+    let config = with_transports(json!([{
+        "type": "websocket",
+        "endpoint": tcp(8080),
+        "debug": true,
+        "serializers": ["cbor", "msgpack", "json"],
+        "options": {"enable_webstatus": false, "tcp_nodelay": true}
+    }]));
+    check(
+        config,
+        &[
+            "workers[0].transports[0].serializers[0]: ignored: serializer `cbor` is not supported and not offered",
+            "workers[0].transports[0].options.tcp_nodelay: ignored: TCP_NODELAY is always set",
+            "workers[0].transports[0].debug: ignored: per-transport debug logging; use --loglevel",
+        ],
+    );
+}
+
+#[test]
+fn invalid_values_name_the_path_and_the_reason() {
+    let t = "workers[0].transports[0]";
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        (
+            json!({"type": "rawsocket", "endpoint": {"type": "tcp", "port": 70000}}),
+            vec![format!("{t}.endpoint.port: 70000 is out of range (must be from 1 to 65535)")],
+        ),
+        (
+            json!({"type": "rawsocket", "endpoint": {"type": "tcp", "port": "8080"}}),
+            vec![format!("{t}.endpoint.port: must be an integer")],
+        ),
+        (
+            json!({"type": "rawsocket", "endpoint": {"type": "tcp"}}),
+            vec![format!("{t}.endpoint.port: missing mandatory key")],
+        ),
+        (
+            json!({"type": "rawsocket", "endpoint": {"type": "tcp", "port": 1, "interface": "example.com"}}),
+            vec![format!(
+                "{t}.endpoint.interface: `example.com` is not an IP address (host names are not resolved)"
+            )],
+        ),
+        (
+            json!({"type": "rawsocket", "endpoint": {"type": "udp", "port": 1}}),
+            vec![format!("{t}.endpoint.type: unknown endpoint type `udp` (tcp or unix)")],
+        ),
+        (
+            json!({"type": "websocket", "endpoint": tcp(1), "serializers": ["xml"]}),
+            vec![
+                format!("{t}.serializers[0]: unknown serializer `xml`"),
+                format!("{t}.serializers: no supported serializer listed (json, msgpack)"),
+            ],
+        ),
+        (
+            json!({"type": "websocket", "endpoint": tcp(1), "options": {"max_message_size": 0}}),
+            vec![format!(
+                "{t}.options.max_message_size: 0 is out of range (must be from 1 to 67108864)"
+            )],
+        ),
+        (
+            json!({"type": "websocket", "endpoint": tcp(1),
+                   "options": {"compression": {"deflate": {"max_window_bits": 8}}}}),
+            vec![format!(
+                "{t}.options.compression.deflate.max_window_bits: 8 is out of range (must be from 9 to 15)"
+            )],
+        ),
+        (
+            json!({"type": "websocket", "endpoint": tcp(1), "auth": {"password": {}}}),
+            vec![format!("{t}.auth.password: unknown authentication method `password`")],
+        ),
+        (
+            json!({"type": "carrier-pigeon", "endpoint": tcp(1)}),
+            vec![format!("{t}.type: unknown transport type `carrier-pigeon`")],
+        ),
+        (
+            json!({"type": "universal", "endpoint": tcp(1)}),
+            vec![format!("{t}: a universal transport needs `rawsocket`, `websocket` or `web`")],
+        ),
+    ];
+    for (transport, expect) in cases {
+        let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+        check(with_transports(json!([transport])), &expect);
+    }
+}
+
+#[test]
+fn invalid_realms_and_permissions() {
+    let r = "workers[0].realms";
+    check(
+        with_realms(json!([{"name": "realm1"}, {"name": "realm1"}])),
+        &[&format!("{r}[1]: duplicate realm `realm1`")],
+    );
+    check(
+        with_realms(json!([{"name": "bad realm"}])),
+        &[&format!(
+            "{r}[0].name: invalid realm name: URI contains whitespace ' ' at byte 3"
+        )],
+    );
+    check(
+        with_realms(json!([{"name": "realm1", "roles": [
+            {"name": "a", "permissions": [{"uri": "com..x", "match": "prefix"}]},
+            {"name": "a"},
+            {"name": "b", "permissions": [{"uri": "x", "match": "regex"}]},
+            {"name": "c", "permissions": [{"uri": "x", "allow": {"call": "yes", "admin": true}}]}
+        ]}])),
+        &[
+            &format!("{r}[0].roles[0].permissions[0].uri: invalid prefix pattern: URI component 1 is empty"),
+            &format!("{r}[0].roles[1]: duplicate role `a`"),
+            &format!("{r}[0].roles[2].permissions[0].match: unknown match policy (expected \"exact\", \"prefix\" or \"wildcard\")"),
+            &format!("{r}[0].roles[3].permissions[0].allow.call: must be true or false"),
+            &format!("{r}[0].roles[3].permissions[0].allow.admin: not supported by Switchyard"),
+        ],
+    );
+}
+
+#[test]
+fn document_level_problems() {
+    check(json!([]), &["$: must be an object"]);
+    check(
+        json!({"workers": []}),
+        &[
+            "version: missing: version 1 configurations are not supported (`crossbar upgrade` converts them)",
+            "workers: no worker of type `router`: there is nothing to serve",
+        ],
+    );
+    check(
+        json!({"version": 1, "workers": [{"type": "router"}]}),
+        &["version: only version 2 is supported (`crossbar upgrade` converts older files)"],
+    );
+    let checked = check_str("{\"version\": 2,");
+    assert!(checked.config.is_none());
+    assert!(checked.problems[0]
+        .to_string()
+        .starts_with("$: not valid JSON: "));
+}
+
+#[test]
+fn duplicate_endpoints_and_node_options() {
+    let config = json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "options": {"cores": 2, "workers": 3},
+            "realms": [],
+            "transports": [
+                {"type": "rawsocket", "endpoint": tcp(9000)},
+                {"type": "websocket", "endpoint": tcp(9000)}
+            ]
+        }]
+    });
+    check(
+        config.clone(),
+        &["workers[0].transports[1]: duplicate listening endpoint (also workers[0].transports[0])"],
+    );
+    let mut ok = config;
+    ok["workers"][0]["transports"][1]["endpoint"]["port"] = json!(9001);
+    let checked = check_value(&ok);
+    let node = checked.config.expect("accepted");
+    assert_eq!((node.cores, node.workers), (Some(2), 3));
+}
+
+#[test]
+fn unix_endpoints_and_testee() {
+    let config = with_transports(json!([
+        {"type": "rawsocket", "endpoint": {"type": "unix", "path": "/tmp/sy.sock"}},
+        {"type": "websocket.testee", "endpoint": tcp(9001), "options": {"max_message_size": 16777216}}
+    ]));
+    let checked = check_value(&config);
+    assert_eq!(checked.problems, []);
+    let node = checked.config.expect("accepted");
+    assert!(
+        matches!(&node.transports[0].endpoint, Endpoint::Unix(u) if u.path.to_str() == Some("/tmp/sy.sock"))
+    );
+    let WebSocketRoutes::Any(testee) = &node.transports[1].websocket else {
+        panic!("testee service expected")
+    };
+    assert!(testee.testee);
+    assert_eq!(testee.conn.max_message_size, 16 << 20);
+}
