@@ -7,16 +7,20 @@
 //!   permessage-deflate (RFC 7692) and the connection state machine (bytes in, messages
 //!   and obliged replies out).
 //! - [`rawsocket`]: the WAMP RawSocket transport (handshake, frame prefix, PING/PONG).
+//! - [`cli`]: the `switchyard` command line (start, check, init, version, stop, status).
 //! - [`config`]: the Crossbar-compatible node configuration, checked key by key.
 //! - [`echo`]: a WebSocket echo endpoint (Crossbar's `websocket.testee`) driven by monoio
 //!   over exactly the production code path, for conformance runs.
+//! - [`server`]: the thread-per-core server that runs a checked configuration.
 //!
 //! # What it deliberately does not do
 //!
 //! No WAMP semantics: routing decisions belong to `switchyard-core`. The sans-IO modules
 //! never touch a socket or a clock; only the drivers (`echo`, later the server) do.
 
+pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod rawsocket;
+pub mod server;
 pub mod ws;

@@ -1,28 +1,15 @@
-//! `switchyard`: the router binary.
-//!
-//! The server (thread-per-core on io_uring, Crossbar-compatible configuration) is not
-//! built yet; for now the binary only reports its version and says so. The WebSocket echo
-//! endpoint runs as the `ws_echo` example of this crate.
+//! `switchyard`: the router binary. It parses the command line and runs it; everything
+//! else lives in the library ([`switchyard_io::cli`], [`switchyard_io::server`]).
 
+use std::process::ExitCode;
+
+use clap::Parser;
 use mimalloc::MiMalloc;
+use switchyard_io::cli::{self, Cli};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("version") | Some("--version") | Some("-V") => {
-            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
-        }
-        _ => {
-            eprintln!(
-                "switchyard {}: the router server is not built yet; \
-                 `cargo run --release -p switchyard-io --example ws_echo -- 127.0.0.1:9001` \
-                 serves the WebSocket echo endpoint",
-                env!("CARGO_PKG_VERSION")
-            );
-            std::process::exit(2);
-        }
-    }
+fn main() -> ExitCode {
+    cli::run(Cli::parse())
 }

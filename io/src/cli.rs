@@ -1,0 +1,455 @@
+//! The `switchyard` command line: Crossbar's verbs (`start`, `check`, `init`, `version`,
+//! `stop`, `status`) parsed with clap, and what each one does outside the server itself.
+//!
+//! It finds the configuration (`--config FILE`, else `CBDIR/config.json`, else the embedded
+//! default), refuses one that `check` rejects with the same lines `check` prints, sets up
+//! `tracing`, raises the open-file limit, keeps the pid file `node.pid` in the node
+//! directory and hands the checked configuration to [`crate::server`]. It does not route,
+//! bind or serve anything itself.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rustix::process::{
+    getrlimit, kill_process, setrlimit, test_kill_process, Pid, Resource, Rlimit, Signal,
+};
+
+use crate::config::{self, Checked, NodeConfig, DEFAULT_JSON};
+
+/// The parsed command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard, a WAMP router compatible with Crossbar.io's configuration"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands, named as Crossbar names them.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the node (in the foreground).
+    Start(StartArgs),
+    /// Check a configuration: one line per problem, `path: reason`.
+    Check(ConfigArgs),
+    /// Write a starter node directory (`.crossbar/config.json`) and a web page.
+    Init(InitArgs),
+    /// Print the version.
+    Version,
+    /// Stop the node running from the node directory.
+    Stop(NodeDirArgs),
+    /// Tell whether a node runs from the node directory.
+    Status(NodeDirArgs),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration file (default: CBDIR/config.json, else the embedded default).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node directory (default: $CROSSBAR_DIR, else ./.crossbar).
+    #[arg(long, value_name = "DIR")]
+    pub cbdir: Option<PathBuf>,
+}
+
+/// `start`'s options.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub source: ConfigArgs,
+    /// The most verbose level logged.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub loglevel: LogLevel,
+    /// How log lines look.
+    #[arg(long, value_enum, default_value_t = LogFormat::Standard)]
+    pub logformat: LogFormat,
+    /// Threads (one shard each) per worker process; overrides the configuration.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub cores: Option<u16>,
+    /// Router worker processes; overrides the configuration.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+}
+
+/// `init`'s options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The application directory to create or fill (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub appdir: PathBuf,
+}
+
+/// The node directory of `stop` and `status`.
+#[derive(Debug, Args)]
+pub struct NodeDirArgs {
+    /// The node directory (default: $CROSSBAR_DIR, else ./.crossbar).
+    #[arg(long, value_name = "DIR")]
+    pub cbdir: Option<PathBuf>,
+}
+
+/// Log levels, as Crossbar spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Nothing.
+    None,
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    Info,
+    /// For debugging the node.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// Log line formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Standard,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The pid file's name inside the node directory (Crossbar's).
+pub const PID_FILE: &str = "node.pid";
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Start(args) => start(args),
+        Command::Check(args) => check(&args),
+        Command::Init(args) => init(&args.appdir),
+        Command::Version => {
+            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            println!("WAMP v2 router: WebSocket and RawSocket, JSON and MessagePack");
+            ExitCode::SUCCESS
+        }
+        Command::Stop(args) => stop(&node_dir(args.cbdir.as_deref())),
+        Command::Status(args) => status(&node_dir(args.cbdir.as_deref())),
+    }
+}
+
+/// The node directory: the flag, else `$CROSSBAR_DIR`, else `./.crossbar` (Crossbar's rule).
+fn node_dir(flag: Option<&Path>) -> PathBuf {
+    match (flag, std::env::var_os("CROSSBAR_DIR")) {
+        (Some(dir), _) => dir.to_owned(),
+        (None, Some(dir)) => PathBuf::from(dir),
+        (None, None) => PathBuf::from(".crossbar"),
+    }
+}
+
+/// A configuration as found on disk (or embedded), checked.
+struct Loaded {
+    /// Where it came from, for messages.
+    origin: String,
+    /// The check's outcome.
+    checked: Checked,
+}
+
+/// Finds and checks the configuration; `Err` is a one-line message (unreadable file).
+fn load(args: &ConfigArgs) -> Result<Loaded, String> {
+    let explicit = args.config.is_some();
+    let file = match &args.config {
+        Some(file) => file.clone(),
+        None => node_dir(args.cbdir.as_deref()).join("config.json"),
+    };
+    match fs::read_to_string(&file) {
+        Ok(text) => Ok(Loaded {
+            origin: file.display().to_string(),
+            checked: config::check_str(&text),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => Ok(Loaded {
+            origin: "the embedded default configuration".to_owned(),
+            checked: config::check_str(DEFAULT_JSON),
+        }),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
+fn check(args: &ConfigArgs) -> ExitCode {
+    let loaded = match load(args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = io::stdout().lock();
+    for problem in &loaded.checked.problems {
+        // A closed stdout (a pager quit early) is not worth a panic.
+        let _ = writeln!(out, "{problem}");
+    }
+    let errors = loaded.checked.errors().count();
+    if errors == 0 {
+        eprintln!("{}: ok", loaded.origin);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{}: {errors} problem(s) refuse this configuration",
+            loaded.origin
+        );
+        ExitCode::FAILURE
+    }
+}
+
+fn start(args: StartArgs) -> ExitCode {
+    init_logging(args.loglevel, args.logformat);
+    let loaded = match load(&args.source) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(mut node) = loaded.checked.config.clone() else {
+        // The same lines `check` prints, so the user sees one list whichever they ran.
+        for problem in &loaded.checked.problems {
+            eprintln!("{problem}");
+        }
+        eprintln!(
+            "switchyard: {} refused ({} problem(s)); `switchyard check` lists the same",
+            loaded.origin,
+            loaded.checked.errors().count()
+        );
+        return ExitCode::FAILURE;
+    };
+    for warning in loaded.checked.warnings() {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        "switchyard {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        loaded.origin
+    );
+    if let Some(cores) = args.cores {
+        node.cores = Some(usize::from(cores));
+    }
+    if let Some(workers) = args.workers {
+        node.workers = usize::from(workers);
+    }
+    raise_nofile_limit();
+
+    let dir = node_dir(args.source.cbdir.as_deref());
+    let pid_file = match write_pid_file(&dir) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = crate::server::run(node);
+    // The pid file names this process only while it runs.
+    let _ = fs::remove_file(&pid_file);
+    match result {
+        Ok(()) => {
+            tracing::info!("switchyard stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up `tracing`: human-readable lines by default, JSON on request; `RUST_LOG`, when
+/// set, refines the level per module.
+fn init_logging(level: LogLevel, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+
+    let level = match level {
+        LogLevel::None => "off",
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_thread_names(true);
+    // A second initialisation (only possible in tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Standard => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Raises the soft open-file limit to the hard limit: every connection is a descriptor,
+/// and the default soft limit (1024) would cap the node far below what it can serve.
+fn raise_nofile_limit() {
+    let limit = getrlimit(Resource::Nofile);
+    let new = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) => tracing::info!(
+            "open-file limit {} (was {})",
+            fmt_limit(limit.maximum),
+            fmt_limit(limit.current)
+        ),
+        Err(e) => tracing::warn!(
+            "open-file limit stays {}: raising it failed: {e}",
+            fmt_limit(limit.current)
+        ),
+    }
+}
+
+fn fmt_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
+/// Writes `DIR/node.pid`, creating the node directory if needed; refuses when the file
+/// names a live process (a node already runs from this directory).
+fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
+    let file = dir.join(PID_FILE);
+    if let Some(pid) = read_pid(&file) {
+        if alive(pid) {
+            return Err(format!(
+                "a node already runs from {} (pid {})",
+                dir.display(),
+                pid.as_raw_nonzero()
+            ));
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::write(&file, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(file)
+}
+
+fn read_pid(file: &Path) -> Option<Pid> {
+    let text = fs::read_to_string(file).ok()?;
+    let raw: i32 = text.trim().parse().ok()?;
+    Pid::from_raw(raw)
+}
+
+fn alive(pid: Pid) -> bool {
+    test_kill_process(pid).is_ok()
+}
+
+fn status(dir: &Path) -> ExitCode {
+    match read_pid(&dir.join(PID_FILE)) {
+        Some(pid) if alive(pid) => {
+            println!(
+                "running (pid {}) from {}",
+                pid.as_raw_nonzero(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Some(_) => {
+            println!("stopped (stale pid file in {})", dir.display());
+            ExitCode::from(2)
+        }
+        None => {
+            println!("stopped (no node runs from {})", dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// How long `stop` waits for the node to finish its graceful shutdown.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+fn stop(dir: &Path) -> ExitCode {
+    let Some(pid) = read_pid(&dir.join(PID_FILE)).filter(|pid| alive(*pid)) else {
+        eprintln!("switchyard: no node runs from {}", dir.display());
+        return ExitCode::from(2);
+    };
+    if let Err(e) = kill_process(pid, Signal::TERM) {
+        eprintln!(
+            "switchyard: cannot signal pid {}: {e}",
+            pid.as_raw_nonzero()
+        );
+        return ExitCode::FAILURE;
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            eprintln!(
+                "switchyard: pid {} still runs after {} s",
+                pid.as_raw_nonzero(),
+                STOP_WAIT.as_secs()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("stopped (pid {})", pid.as_raw_nonzero());
+    ExitCode::SUCCESS
+}
+
+/// The page `init` writes: it connects with Autobahn|JS from a local copy, and says how
+/// to get one when there is none (no CDN, so the page works offline and leaks nothing).
+const INDEX_HTML: &str = include_str!("config/init_index.html");
+
+fn init(appdir: &Path) -> ExitCode {
+    let cbdir = appdir.join(".crossbar");
+    let config_file = cbdir.join("config.json");
+    if config_file.exists() {
+        eprintln!(
+            "switchyard: {} exists; init leaves existing nodes alone",
+            config_file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let web = appdir.join("web");
+    let result = fs::create_dir_all(&cbdir)
+        .and_then(|()| fs::write(&config_file, DEFAULT_JSON))
+        .and_then(|()| fs::create_dir_all(&web))
+        .and_then(|()| {
+            let index = web.join("index.html");
+            if index.exists() {
+                Ok(())
+            } else {
+                fs::write(index, INDEX_HTML)
+            }
+        });
+    match result {
+        Ok(()) => {
+            println!("wrote {}", config_file.display());
+            println!("wrote {}", web.join("index.html").display());
+            println!(
+                "start the node with `switchyard start --cbdir {}` and open web/index.html",
+                cbdir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: init in {} failed: {e}", appdir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The checked configuration `start` would run, for tests and tools.
+pub fn load_config(args: &ConfigArgs) -> Result<NodeConfig, Vec<String>> {
+    let loaded = load(args).map_err(|e| vec![e])?;
+    match loaded.checked.config {
+        Some(config) => Ok(config),
+        None => Err(loaded
+            .checked
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()),
+    }
+}
