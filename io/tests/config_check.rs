@@ -367,13 +367,17 @@ fn duplicate_endpoints_and_node_options() {
     });
     check(
         config.clone(),
-        &["workers[0].transports[1]: duplicate listening endpoint (also workers[0].transports[0])"],
+        &[
+            "workers[0].options.workers: several worker processes are not yet supported by this build",
+            "workers[0].transports[1]: duplicate listening endpoint (also workers[0].transports[0])",
+        ],
     );
     let mut ok = config;
     ok["workers"][0]["transports"][1]["endpoint"]["port"] = json!(9001);
+    ok["workers"][0]["options"]["workers"] = json!(1);
     let checked = check_value(&ok);
     let node = checked.config.expect("accepted");
-    assert_eq!((node.cores, node.workers), (Some(2), 3));
+    assert_eq!((node.cores, node.workers), (Some(2), 1));
 }
 
 #[test]
@@ -382,13 +386,15 @@ fn unix_endpoints_and_testee() {
         {"type": "rawsocket", "endpoint": {"type": "unix", "path": "/tmp/sy.sock"}},
         {"type": "websocket.testee", "endpoint": tcp(9001), "options": {"max_message_size": 16777216}}
     ]));
-    let checked = check_value(&config);
+    check(
+        config.clone(),
+        &["workers[0].transports[0].endpoint: Unix-socket endpoints are not yet served by this build"],
+    );
+    let testee_only = with_transports(json!([config["workers"][0]["transports"][1].clone()]));
+    let checked = check_value(&testee_only);
     assert_eq!(checked.problems, []);
     let node = checked.config.expect("accepted");
-    assert!(
-        matches!(&node.transports[0].endpoint, Endpoint::Unix(u) if u.path.to_str() == Some("/tmp/sy.sock"))
-    );
-    let WebSocketRoutes::Any(testee) = &node.transports[1].websocket else {
+    let WebSocketRoutes::Any(testee) = &node.transports[0].websocket else {
         panic!("testee service expected")
     };
     assert!(testee.testee);

@@ -133,6 +133,12 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
             }
             if let Some((p, v)) = options.take("workers") {
                 workers = w.int(Field::new(v, &p), 1, 256).map_or(1, |n| n as usize);
+                if workers > 1 {
+                    w.unsupported(
+                        &p,
+                        "several worker processes are not yet supported by this build",
+                    );
+                }
             }
             options.take("title");
             options.finish(w, |key| match key {
@@ -901,6 +907,10 @@ fn endpoint(w: &mut Walk, field: Field<'_>) -> Option<Endpoint> {
                 .and_then(|(p, v)| w.str(Field::new(v, &p)))
                 .map(PathBuf::from);
             let backlog = backlog(w, &mut obj);
+            w.unsupported(
+                obj.path(),
+                "Unix-socket endpoints are not yet served by this build",
+            );
             path.map(|path| Endpoint::Unix(UnixEndpoint { path, backlog }))
         }
         // The other keys of an endpoint we cannot serve say nothing more worth reading.

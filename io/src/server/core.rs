@@ -1,0 +1,264 @@
+//! One core's state: its shard, its connections' outbound queues, its links to the other
+//! cores, and the dispatch loop that turns the shard's outputs into queued frames.
+//!
+//! Everything here lives on one thread (`Rc`/`RefCell`, no locks). The shard is fed by the
+//! connection drivers (`conn`), by the mailbox tasks (messages from other cores) and by the
+//! timer task; after each input, [`Core::dispatch`] drains `poll_output`. It does not read
+//! or write sockets: the drivers do, woken through each connection's [`ConnShared`].
+//!
+//! Slow-consumer policy: each connection's queued outbound bytes are bounded by
+//! [`OUTBOUND_LIMIT`]. A connection past it is disconnected (its queue dropped, a warning
+//! logged naming the session's connection and the bytes queued): memory stays bounded and
+//! the other sessions are not held back by it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchyard_core::codec::{self, Serializer};
+use switchyard_core::message::{Goodbye, Message};
+use switchyard_core::router::{ConnId, Output, Shard, Time};
+
+/// The most outbound bytes one connection may have queued before it is disconnected.
+pub(super) const OUTBOUND_LIMIT: usize = 16 << 20;
+/// Messages a link holds in flight between two cores; past it the sender keeps them in
+/// order in its local backlog until the receiver catches up.
+pub(super) const LINK_CAPACITY: usize = 4096;
+/// Messages from one link handled before the shard's outputs are dispatched.
+pub(super) const MAILBOX_BATCH: usize = 256;
+
+/// What a connection driver shares with its core.
+pub(super) struct ConnShared {
+    /// The connection's serializer (for the shutdown GOODBYE).
+    pub(super) serializer: Serializer,
+    /// Encoded WAMP messages waiting to be framed and written.
+    queue: RefCell<VecDeque<Bytes>>,
+    /// The bytes in `queue`.
+    queued: Cell<usize>,
+    /// Close after writing what is queued.
+    close: Cell<bool>,
+    /// The driver waiting for output, if any.
+    waker: Cell<Option<Waker>>,
+}
+
+impl ConnShared {
+    pub(super) fn new(serializer: Serializer) -> Self {
+        Self {
+            serializer,
+            queue: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            close: Cell::new(false),
+            waker: Cell::new(None),
+        }
+    }
+
+    /// Whether the driver has something to do.
+    pub(super) fn has_work(&self) -> bool {
+        self.queued.get() > 0 || !self.queue.borrow().is_empty() || self.close.get()
+    }
+
+    /// Remembers the driver's waker.
+    pub(super) fn register(&self, waker: &Waker) {
+        self.waker.set(Some(waker.clone()));
+    }
+
+    /// Takes every queued message, and whether the connection must close after them.
+    pub(super) fn take(&self) -> (VecDeque<Bytes>, bool) {
+        self.queued.set(0);
+        (
+            std::mem::take(&mut *self.queue.borrow_mut()),
+            self.close.get(),
+        )
+    }
+
+    fn push(&self, conn: ConnId, bytes: Bytes) {
+        if self.close.get() {
+            return;
+        }
+        let queued = self.queued.get() + bytes.len();
+        if queued > OUTBOUND_LIMIT {
+            tracing::warn!(
+                conn = conn.0,
+                queued,
+                "slow consumer: outbound queue over {OUTBOUND_LIMIT} bytes, disconnecting"
+            );
+            self.queue.borrow_mut().clear();
+            self.queued.set(0);
+            self.close.set(true);
+        } else {
+            self.queued.set(queued);
+            self.queue.borrow_mut().push_back(bytes);
+        }
+        self.wake();
+    }
+
+    fn close(&self) {
+        self.close.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The sending end of the link to another core, with the local backlog that keeps FIFO
+/// order when the link is full.
+pub(super) struct LinkOut {
+    tx: flume::Sender<Bytes>,
+    backlog: RefCell<VecDeque<Bytes>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl LinkOut {
+    pub(super) fn new(tx: flume::Sender<Bytes>) -> Self {
+        Self {
+            tx,
+            backlog: RefCell::new(VecDeque::new()),
+            waker: Cell::new(None),
+        }
+    }
+
+    fn send(&self, bytes: Bytes) {
+        // Behind a backlog, a message must wait its turn: links are FIFO.
+        if self.backlog.borrow().is_empty() {
+            match self.tx.try_send(bytes) {
+                Ok(()) => return,
+                Err(flume::TrySendError::Full(bytes)) => self.backlog.borrow_mut().push_back(bytes),
+                Err(flume::TrySendError::Disconnected(_)) => return,
+            }
+        } else {
+            self.backlog.borrow_mut().push_back(bytes);
+        }
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Moves the backlog into the link, waiting for room; runs as a task per link.
+    pub(super) async fn pump(self: Rc<Self>) {
+        loop {
+            let next = poll_fn(|cx| match self.backlog.borrow_mut().pop_front() {
+                Some(bytes) => Poll::Ready(bytes),
+                None => {
+                    self.waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
+            if self.tx.send_async(next).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One core's router state.
+pub(super) struct Core {
+    pub(super) shard: Shard,
+    conns: HashMap<ConnId, Rc<ConnShared>>,
+    next_conn: u64,
+    links: Vec<Option<Rc<LinkOut>>>,
+    start: Instant,
+    /// Set at shutdown: connections accepted from then on are dropped.
+    pub(super) stopping: bool,
+}
+
+impl Core {
+    pub(super) fn new(shard: Shard, links: Vec<Option<Rc<LinkOut>>>, start: Instant) -> Self {
+        Self {
+            shard,
+            conns: HashMap::new(),
+            next_conn: 1,
+            links,
+            start,
+            stopping: false,
+        }
+    }
+
+    /// The shard's clock: microseconds since the node started (the same epoch on every core).
+    pub(super) fn now(&self) -> Time {
+        Time(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Registers a new connection and returns its id and shared state.
+    pub(super) fn open(&mut self, serializer: Serializer) -> (ConnId, Rc<ConnShared>) {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let shared = Rc::new(ConnShared::new(serializer));
+        self.conns.insert(id, Rc::clone(&shared));
+        (id, shared)
+    }
+
+    /// Forgets a connection whose transport is gone.
+    pub(super) fn remove(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+
+    /// How many connections this core serves.
+    pub(super) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Acts on every output of the shard.
+    pub(super) fn dispatch(&mut self) {
+        while let Some(output) = self.shard.poll_output() {
+            match output {
+                Output::Send { conn, bytes } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        c.push(conn, bytes);
+                    }
+                }
+                Output::Fanout { conns, bytes, .. } => {
+                    for conn in conns {
+                        if let Some(c) = self.conns.get(&conn) {
+                            c.push(conn, bytes.clone());
+                        }
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        c.close();
+                    }
+                }
+                Output::Peer { to, bytes } => {
+                    match self.links.get(usize::from(to)).and_then(Option::as_ref) {
+                        Some(link) => link.send(bytes),
+                        None => tracing::error!(to, "peer message for an unknown core dropped"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Graceful shutdown, first step: every connection gets GOODBYE
+    /// `wamp.close.system_shutdown` and is closed after its queue is written.
+    pub(super) fn goodbye_all(&mut self) {
+        self.stopping = true;
+        let goodbye = Message::Goodbye(Goodbye {
+            details: Default::default(),
+            reason: "wamp.close.system_shutdown".to_owned(),
+        });
+        let mut encoded: [Option<Bytes>; 2] = [None, None];
+        for (conn, c) in &self.conns {
+            let slot = match c.serializer {
+                Serializer::Json => 0,
+                Serializer::MsgPack => 1,
+            };
+            let bytes = encoded[slot].get_or_insert_with(|| {
+                let mut out = Vec::new();
+                // GOODBYE carries no payload, so encoding cannot meet a serializer mismatch.
+                let _ = codec::encode(c.serializer, &goodbye, &mut out);
+                Bytes::from(out)
+            });
+            c.push(*conn, bytes.clone());
+            c.close();
+        }
+    }
+}
