@@ -58,9 +58,12 @@
 //! once per component and a peer chooses the patterns.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 
-use crate::hash::Map;
+use hashbrown::HashTable;
+
+use crate::hash::{Map, State};
 use crate::uri::MatchPolicy;
 
 /// The most components a prefix or wildcard pattern may have. Real URIs have a handful;
@@ -209,19 +212,10 @@ impl<V> Matcher<V> {
             pattern,
             value,
         });
-        let prefix = self
-            .prefix
-            .nodes
-            .slots
-            .iter()
-            .flat_map(|node| node.tails.values())
-            .map(|t| t.to_match(MatchPolicy::Prefix));
+        let prefix = self.prefix.iter().map(|t| t.to_match(MatchPolicy::Prefix));
         let wildcard = self
             .wildcard
-            .nodes
-            .slots
             .iter()
-            .filter_map(|node| node.end.as_ref())
             .map(|t| t.to_match(MatchPolicy::Wildcard));
         exact.chain(prefix).chain(wildcard)
     }
@@ -356,38 +350,129 @@ impl<N> std::ops::IndexMut<u32> for Arena<N> {
     }
 }
 
-/// Prefix patterns: a trie over every component but the last; the last component (the
-/// "tail", possibly partial or empty) keys the pattern in the node its head leads to.
-#[derive(Clone, Debug)]
-struct PrefixTrie<V> {
-    nodes: Arena<PrefixNode<V>>,
-    len: usize,
+/// The labelled edges of one trie, in one table for the whole trie rather than one map per
+/// node: most nodes have one child, and a map per node would cost an allocation each (about
+/// 120 bytes for one entry). Also the table of prefix tails, keyed the same way.
+#[derive(Clone)]
+struct Keyed<T> {
+    table: HashTable<T>,
 }
 
-#[derive(Clone, Debug)]
-struct PrefixNode<V> {
-    parent: u32,
-    children: Map<Box<str>, u32>,
-    tails: Map<Box<str>, Terminal<V>>,
-    /// The distinct byte lengths of `tails`' keys, ascending, each with how many keys have
-    /// it, so a lookup tries only lengths that exist.
-    tail_lens: Vec<(usize, u32)>,
-}
-
-impl<V> Default for PrefixNode<V> {
-    fn default() -> Self {
-        Self {
-            parent: ROOT,
-            children: Map::default(),
-            tails: Map::default(),
-            tail_lens: Vec::new(),
-        }
+impl<T: fmt::Debug> fmt::Debug for Keyed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.table.iter()).finish()
     }
 }
 
-impl<V> PrefixNode<V> {
+/// What a [`Keyed`] table needs of its entries: the `(node, label)` key they are found by.
+trait Key {
+    fn node(&self) -> u32;
+    fn label(&self) -> &str;
+}
+
+/// The hash of a `(node, label)` key, with the deterministic hasher of `core`.
+fn key_hash(node: u32, label: &str) -> u64 {
+    State::default().hash_one((node, label))
+}
+
+impl<T: Key> Keyed<T> {
+    fn new() -> Self {
+        Self {
+            table: HashTable::new(),
+        }
+    }
+
+    fn get(&self, node: u32, label: &str) -> Option<&T> {
+        self.table.find(key_hash(node, label), |e| {
+            e.node() == node && e.label() == label
+        })
+    }
+
+    fn get_mut(&mut self, node: u32, label: &str) -> Option<&mut T> {
+        self.table.find_mut(key_hash(node, label), |e| {
+            e.node() == node && e.label() == label
+        })
+    }
+
+    /// Adds an entry whose key the caller has just looked up and not found.
+    fn insert_new(&mut self, entry: T) {
+        let hash = key_hash(entry.node(), entry.label());
+        debug_assert!(self.get(entry.node(), entry.label()).is_none());
+        self.table
+            .insert_unique(hash, entry, |e| key_hash(e.node(), e.label()));
+    }
+
+    fn remove(&mut self, node: u32, label: &str) -> Option<T> {
+        let hash = key_hash(node, label);
+        let entry = self
+            .table
+            .find_entry(hash, |e| e.node() == node && e.label() == label)
+            .ok()?;
+        Some(entry.remove().0)
+    }
+}
+
+/// A trie edge: `parent --label--> child`.
+#[derive(Clone, Debug)]
+struct Edge {
+    parent: u32,
+    child: u32,
+    label: Box<str>,
+}
+
+impl Key for Edge {
+    fn node(&self) -> u32 {
+        self.parent
+    }
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// A prefix pattern, found by the node its head leads to and its tail (the part after its
+/// last dot, or all of it), which is read off the pattern rather than stored twice.
+#[derive(Clone, Debug)]
+struct Tail<V> {
+    node: u32,
+    terminal: Terminal<V>,
+}
+
+impl<V> Key for Tail<V> {
+    fn node(&self) -> u32 {
+        self.node
+    }
+
+    fn label(&self) -> &str {
+        split_tail(&self.terminal.pattern).1
+    }
+}
+
+/// Prefix patterns: a trie over every component but the last; the last component (the
+/// "tail", possibly partial or empty) keys the pattern together with the node its head
+/// leads to.
+#[derive(Clone, Debug)]
+struct PrefixTrie<V> {
+    nodes: Arena<PrefixNode>,
+    edges: Keyed<Edge>,
+    tails: Keyed<Tail<V>>,
+    len: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PrefixNode {
+    parent: u32,
+    /// How many edges leave this node, so that a leaf costs no hash lookup and pruning
+    /// knows when a node is unused.
+    children: u32,
+    /// The distinct byte lengths of the tails kept at this node, ascending, each with how
+    /// many tails have it, so a lookup tries only lengths that exist.
+    tail_lens: Vec<(usize, u32)>,
+}
+
+impl PrefixNode {
     fn is_unused(&self) -> bool {
-        self.children.is_empty() && self.tails.is_empty()
+        self.children == 0 && self.tail_lens.is_empty()
     }
 }
 
@@ -403,38 +488,46 @@ impl<V> PrefixTrie<V> {
     fn new() -> Self {
         Self {
             nodes: Arena::new(),
+            edges: Keyed::new(),
+            tails: Keyed::new(),
             len: 0,
         }
+    }
+
+    fn child(&self, node: u32, component: &str) -> Option<u32> {
+        if self.nodes[node].children == 0 {
+            return None;
+        }
+        self.edges.get(node, component).map(|e| e.child)
     }
 
     fn insert(&mut self, pattern: &str, value: V) -> Option<V> {
         let (head, tail) = split_tail(pattern);
         let mut node = ROOT;
         for component in head.into_iter().flat_map(|h| h.split('.')) {
-            node = match self.nodes[node].children.get(component) {
-                Some(&child) => child,
-                None => {
-                    let child = self.nodes.alloc();
-                    self.nodes[child].parent = node;
-                    self.nodes[node].children.insert(component.into(), child);
-                    child
-                }
+            node = match self.child(node, component) {
+                Some(child) => child,
+                None => add_child(&mut self.nodes, &mut self.edges, node, component),
             };
         }
-        let n = &mut self.nodes[node];
-        if let Some(t) = n.tails.get_mut(tail) {
-            return Some(std::mem::replace(&mut t.value, value));
+        if let Some(t) = self.tails.get_mut(node, tail) {
+            return Some(std::mem::replace(&mut t.terminal.value, value));
         }
-        n.tails.insert(
-            tail.into(),
-            Terminal {
+        self.tails.insert_new(Tail {
+            node,
+            terminal: Terminal {
                 pattern: pattern.into(),
                 value,
             },
-        );
-        match n.tail_lens.binary_search_by_key(&tail.len(), |&(l, _)| l) {
-            Ok(i) => n.tail_lens[i].1 += 1,
-            Err(i) => n.tail_lens.insert(i, (tail.len(), 1)),
+        });
+        let lens = &mut self.nodes[node].tail_lens;
+        match lens.binary_search_by_key(&tail.len(), |&(l, _)| l) {
+            Ok(i) => lens[i].1 += 1,
+            Err(i) => {
+                // Most nodes hold one tail length: grow exactly rather than to 4 slots.
+                lens.reserve_exact(1);
+                lens.insert(i, (tail.len(), 1));
+            }
         }
         self.len += 1;
         None
@@ -444,89 +537,137 @@ impl<V> PrefixTrie<V> {
     fn find(&self, head: Option<&str>) -> Option<u32> {
         let mut node = ROOT;
         for component in head.into_iter().flat_map(|h| h.split('.')) {
-            node = *self.nodes[node].children.get(component)?;
+            node = self.child(node, component)?;
         }
         Some(node)
     }
 
     fn get(&self, pattern: &str) -> Option<&Terminal<V>> {
         let (head, tail) = split_tail(pattern);
-        self.nodes[self.find(head)?].tails.get(tail)
+        let node = self.find(head)?;
+        self.tails.get(node, tail).map(|t| &t.terminal)
     }
 
     fn get_mut(&mut self, pattern: &str) -> Option<&mut Terminal<V>> {
         let (head, tail) = split_tail(pattern);
         let node = self.find(head)?;
-        self.nodes[node].tails.get_mut(tail)
+        self.tails.get_mut(node, tail).map(|t| &mut t.terminal)
     }
 
     fn remove(&mut self, pattern: &str) -> Option<V> {
         let (head, tail) = split_tail(pattern);
         let mut node = self.find(head)?;
-        let n = &mut self.nodes[node];
-        let removed = n.tails.remove(tail)?;
-        if let Ok(i) = n.tail_lens.binary_search_by_key(&tail.len(), |&(l, _)| l) {
-            n.tail_lens[i].1 -= 1;
-            if n.tail_lens[i].1 == 0 {
-                n.tail_lens.remove(i);
+        let removed = self.tails.remove(node, tail)?;
+        let lens = &mut self.nodes[node].tail_lens;
+        if let Ok(i) = lens.binary_search_by_key(&tail.len(), |&(l, _)| l) {
+            lens[i].1 -= 1;
+            if lens[i].1 == 0 {
+                lens.remove(i);
             }
         }
-        debug_assert_eq!(
-            n.tail_lens.iter().map(|&(_, c)| c as usize).sum::<usize>(),
-            n.tails.len()
-        );
         self.len -= 1;
         // Free the nodes that now lead nowhere, walking up the head's components in reverse:
         // the edge into a node at depth d is the head's component d.
-        let mut edges = head.into_iter().flat_map(|h| h.rsplit('.'));
+        let mut labels = head.into_iter().flat_map(|h| h.rsplit('.'));
         while node != ROOT && self.nodes[node].is_unused() {
             let parent = self.nodes[node].parent;
-            if let Some(edge) = edges.next() {
-                self.nodes[parent].children.remove(edge);
+            if let Some(label) = labels.next() {
+                self.edges.remove(parent, label);
+                self.nodes[parent].children -= 1;
             }
             self.nodes.release(node);
             node = parent;
         }
-        Some(removed.value)
+        Some(removed.terminal.value)
+    }
+
+    /// Every prefix pattern, in table order.
+    fn iter(&self) -> impl Iterator<Item = &Terminal<V>> + '_ {
+        self.tails.table.iter().map(|t| &t.terminal)
     }
 
     /// Reports the prefix patterns that are string prefixes of `uri`, shorter first. With
     /// `longest_per_node`, reports only the longest tail matching at each node, which is all
     /// the best match needs.
     fn walk<'a>(&'a self, uri: &str, mut f: impl FnMut(&'a Terminal<V>), longest_per_node: bool) {
-        let mut node = &self.nodes[ROOT];
+        let mut node = ROOT;
         let mut rest = uri;
         loop {
             let (component, next) = split_first(rest);
             // A pattern whose head led here matches if its tail starts the next component.
             let mut report = |len: usize| {
-                let hit = component.get(..len).and_then(|t| node.tails.get(t));
+                let hit = component.get(..len).and_then(|t| self.tails.get(node, t));
                 if let Some(t) = hit {
-                    f(t);
+                    f(&t.terminal);
                 }
                 hit.is_some()
             };
+            let lens = &self.nodes[node].tail_lens;
             if longest_per_node {
-                for &(len, _) in node.tail_lens.iter().rev() {
+                for &(len, _) in lens.iter().rev() {
                     if report(len) {
                         break;
                     }
                 }
             } else {
-                for &(len, _) in &node.tail_lens {
+                for &(len, _) in lens {
                     report(len);
                 }
             }
             let Some(next) = next else {
                 return;
             };
-            let Some(&child) = node.children.get(component) else {
+            let Some(child) = self.child(node, component) else {
                 return;
             };
-            node = &self.nodes[child];
+            node = child;
             rest = next;
         }
     }
+}
+
+/// What [`add_child`] needs of a node type.
+trait TrieNode: Default {
+    fn set_parent(&mut self, parent: u32);
+    fn children_mut(&mut self) -> &mut u32;
+}
+
+impl TrieNode for PrefixNode {
+    fn set_parent(&mut self, parent: u32) {
+        self.parent = parent;
+    }
+
+    fn children_mut(&mut self) -> &mut u32 {
+        &mut self.children
+    }
+}
+
+impl<V> TrieNode for WildcardNode<V> {
+    fn set_parent(&mut self, parent: u32) {
+        self.parent = parent;
+    }
+
+    fn children_mut(&mut self) -> &mut u32 {
+        &mut self.children
+    }
+}
+
+/// Allocates a child of `parent` reached by the concrete `label` and records the edge.
+fn add_child<N: TrieNode>(
+    nodes: &mut Arena<N>,
+    edges: &mut Keyed<Edge>,
+    parent: u32,
+    label: &str,
+) -> u32 {
+    let child = nodes.alloc();
+    nodes[child].set_parent(parent);
+    *nodes[parent].children_mut() += 1;
+    edges.insert_new(Edge {
+        parent,
+        child,
+        label: label.into(),
+    });
+    child
 }
 
 /// Wildcard patterns: a trie over all components, an empty component taking the node's
@@ -534,13 +675,15 @@ impl<V> PrefixTrie<V> {
 #[derive(Clone, Debug)]
 struct WildcardTrie<V> {
     nodes: Arena<WildcardNode<V>>,
+    edges: Keyed<Edge>,
     len: usize,
 }
 
 #[derive(Clone, Debug)]
 struct WildcardNode<V> {
     parent: u32,
-    children: Map<Box<str>, u32>,
+    /// How many concrete edges leave this node (see [`PrefixNode::children`]).
+    children: u32,
     /// The child for an empty (wildcard) component. Never the root, hence non-zero.
     any: Option<NonZeroU32>,
     /// The pattern whose last component leads here.
@@ -551,7 +694,7 @@ impl<V> Default for WildcardNode<V> {
     fn default() -> Self {
         Self {
             parent: ROOT,
-            children: Map::default(),
+            children: 0,
             any: None,
             end: None,
         }
@@ -560,15 +703,7 @@ impl<V> Default for WildcardNode<V> {
 
 impl<V> WildcardNode<V> {
     fn is_unused(&self) -> bool {
-        self.children.is_empty() && self.any.is_none() && self.end.is_none()
-    }
-
-    fn child(&self, component: &str) -> Option<u32> {
-        if component.is_empty() {
-            self.any.map(NonZeroU32::get)
-        } else {
-            self.children.get(component).copied()
-        }
+        self.children == 0 && self.any.is_none() && self.end.is_none()
     }
 }
 
@@ -576,27 +711,46 @@ impl<V> WildcardTrie<V> {
     fn new() -> Self {
         Self {
             nodes: Arena::new(),
+            edges: Keyed::new(),
             len: 0,
+        }
+    }
+
+    /// The child of `node` for a concrete, non-empty component.
+    fn concrete(&self, node: u32, component: &str) -> Option<u32> {
+        // A concrete pattern component never equals an empty URI component, and a leaf
+        // needs no hash lookup.
+        if component.is_empty() || self.nodes[node].children == 0 {
+            return None;
+        }
+        self.edges.get(node, component).map(|e| e.child)
+    }
+
+    /// The child of `node` for a pattern component: the `any` edge for an empty one.
+    fn child(&self, node: u32, component: &str) -> Option<u32> {
+        if component.is_empty() {
+            self.nodes[node].any.map(NonZeroU32::get)
+        } else {
+            self.concrete(node, component)
         }
     }
 
     fn insert(&mut self, pattern: &str, value: V) -> Option<V> {
         let mut node = ROOT;
         for component in pattern.split('.') {
-            node = match self.nodes[node].child(component) {
+            node = match self.child(node, component) {
                 Some(child) => child,
-                None => {
+                None if component.is_empty() => {
                     let child = self.nodes.alloc();
                     self.nodes[child].parent = node;
-                    let n = &mut self.nodes[node];
-                    if component.is_empty() {
-                        n.any = NonZeroU32::new(child);
-                        debug_assert!(n.any.is_some(), "a fresh node is never the root");
-                    } else {
-                        n.children.insert(component.into(), child);
-                    }
+                    self.nodes[node].any = NonZeroU32::new(child);
+                    debug_assert!(
+                        self.nodes[node].any.is_some(),
+                        "a fresh node is never the root"
+                    );
                     child
                 }
+                None => add_child(&mut self.nodes, &mut self.edges, node, component),
             };
         }
         let n = &mut self.nodes[node];
@@ -614,7 +768,7 @@ impl<V> WildcardTrie<V> {
     fn find(&self, pattern: &str) -> Option<u32> {
         let mut node = ROOT;
         for component in pattern.split('.') {
-            node = self.nodes[node].child(component)?;
+            node = self.child(node, component)?;
         }
         Some(node)
     }
@@ -634,21 +788,26 @@ impl<V> WildcardTrie<V> {
         self.len -= 1;
         // Free the nodes that now lead nowhere; the edge into each is the pattern's
         // components read from the end.
-        let mut edges = pattern.rsplit('.');
+        let mut labels = pattern.rsplit('.');
         while node != ROOT && self.nodes[node].is_unused() {
             let parent = self.nodes[node].parent;
-            if let Some(edge) = edges.next() {
-                let p = &mut self.nodes[parent];
-                if edge.is_empty() {
-                    p.any = None;
+            if let Some(label) = labels.next() {
+                if label.is_empty() {
+                    self.nodes[parent].any = None;
                 } else {
-                    p.children.remove(edge);
+                    self.edges.remove(parent, label);
+                    self.nodes[parent].children -= 1;
                 }
             }
             self.nodes.release(node);
             node = parent;
         }
         Some(removed.value)
+    }
+
+    /// Every wildcard pattern, in node order.
+    fn iter(&self) -> impl Iterator<Item = &Terminal<V>> + '_ {
+        self.nodes.slots.iter().filter_map(|node| node.end.as_ref())
     }
 
     /// Reports every wildcard pattern matching `rest` (the URI's components still to
@@ -663,11 +822,8 @@ impl<V> WildcardTrie<V> {
             return;
         };
         let (component, next) = split_first(rest);
-        // A concrete pattern component never equals an empty URI component.
-        if !component.is_empty() {
-            if let Some(&child) = n.children.get(component) {
-                self.walk(child, next, f);
-            }
+        if let Some(child) = self.concrete(node, component) {
+            self.walk(child, next, f);
         }
         if let Some(any) = n.any {
             self.walk(any.get(), next, f);
@@ -683,11 +839,9 @@ impl<V> WildcardTrie<V> {
             return n.end.as_ref();
         };
         let (component, next) = split_first(rest);
-        if !component.is_empty() {
-            if let Some(&child) = n.children.get(component) {
-                if let Some(t) = self.best(child, next) {
-                    return Some(t);
-                }
+        if let Some(child) = self.concrete(node, component) {
+            if let Some(t) = self.best(child, next) {
+                return Some(t);
             }
         }
         n.any.and_then(|any| self.best(any.get(), next))
