@@ -149,7 +149,7 @@ impl<V> Matcher<V> {
         value: V,
     ) -> Result<Option<V>, MatcherError> {
         if policy != MatchPolicy::Exact {
-            // `split` yields one more item than there are dots; counting dots stops early.
+            // A pattern has one more component than it has dots.
             let components = pattern.bytes().filter(|&b| b == b'.').count() + 1;
             if components > MAX_PATTERN_COMPONENTS {
                 return Err(MatcherError::TooManyComponents { components });
