@@ -5,7 +5,8 @@
 //! Every contender parses, unmasks and validates UTF-8 and hands out an owned message, and
 //! every one reads from memory in the same 64 KiB pieces a socket read would give, so the
 //! comparison is of protocol work, not of I/O. Small payloads come many to a buffer (about
-//! 1 MiB of payload per iteration). It measures; it asserts nothing about speed (figures go
+//! 1 MiB of payload per iteration). Two texts: `json`, ASCII like most WAMP traffic, and
+//! `mixed`, with a multi-byte character every few bytes, the validators' worst case. It measures; it asserts nothing about speed (figures go
 //! to `BENCHMARKS.md`), only that each contender decoded every message.
 
 // `criterion_group!` generates a public function that cannot carry a doc comment.
@@ -30,13 +31,26 @@ const CASES: [(usize, usize, &str); 4] = [
     (1024 * 1024, 2, "1MiB"),
 ];
 
+/// The payload texts: a name and the pattern repeated to fill a payload.
+const TEXTS: [(&str, &str); 2] = [
+    (
+        "json",
+        r#"[16,7170,{},"com.example.topic",[1,2,3],{"k":"value"}] "#,
+    ),
+    ("mixed", "Switchyard routes κόσμε — ✓ 🚀 wamp.2.json "),
+];
+
 /// The most one read hands out, for every contender alike.
 const READ_CHUNK: usize = 64 * 1024;
 
 fn ws_frames(c: &mut Criterion) {
     let mut group = c.benchmark_group("ws_frames");
-    for (size, count, label) in CASES {
-        let payload = text_payload(size);
+    for ((size, count, size_label), (text_label, pattern)) in CASES
+        .into_iter()
+        .flat_map(|case| TEXTS.into_iter().map(move |text| (case, text)))
+    {
+        let label = format!("{text_label}/{size_label}");
+        let payload = text_payload(pattern, size);
         let input = masked_frames(&payload, count);
         for (name, read) in CONTENDERS {
             // Each contender must decode every message to the original text before its
@@ -50,7 +64,7 @@ fn ws_frames(c: &mut Criterion) {
         }
         group.throughput(Throughput::Bytes((size * count) as u64));
         for (name, read) in CONTENDERS {
-            group.bench_function(BenchmarkId::new(name, label), |b| {
+            group.bench_function(BenchmarkId::new(name, &label), |b| {
                 b.iter(|| read(black_box(&input), count, false))
             });
         }
@@ -214,10 +228,8 @@ impl AsyncWrite for MemStream<'_> {
     }
 }
 
-/// `size` bytes of valid UTF-8 mixing ASCII with 2-, 3- and 4-byte characters, so the
-/// validators cannot take an all-ASCII shortcut.
-fn text_payload(size: usize) -> Vec<u8> {
-    let pattern = "Switchyard routes κόσμε — ✓ 🚀 wamp.2.json ";
+/// `size` bytes of `pattern` repeated (valid UTF-8, cut at a character boundary).
+fn text_payload(pattern: &str, size: usize) -> Vec<u8> {
     let mut text = String::with_capacity(size);
     for ch in pattern.chars().cycle() {
         if text.len() + ch.len_utf8() > size {
