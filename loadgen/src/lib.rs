@@ -18,8 +18,12 @@
 //! 127.0.0.0/8. It shares no runtime with the router (glommio here, monoio there), so that
 //! a runtime's bug or limit cannot hide on both sides of a measurement.
 
+pub mod limits;
 pub mod payload;
+pub mod report;
+pub mod scenario;
 pub mod session;
+pub mod stats;
 pub mod sys;
 pub mod target;
 pub mod wire;

@@ -1,10 +1,355 @@
-//! `switchyard-load`: the bundled WAMP load generator.
+//! `switchyard-load`: the bundled WAMP load generator's command line.
 //!
-//! Not built yet: it will open many WAMP sessions (WebSocket and RawSocket, JSON and
-//! MessagePack) against any router and run the `connect`, `pubsub`, `rpc` and `capacity`
-//! scenarios. It does no routing itself and shares no runtime with the router.
+//! Parses options, checks and raises the limits it needs, spreads the load over pinned
+//! executors and (past the per-process file limit) worker processes of its own, and prints
+//! a final table (plus `--json FILE` and `--markdown`). What it does not do: no load
+//! against anything outside 127.0.0.0/8; every run is bounded in time and stops by itself.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use switchyard_loadgen::limits;
+use switchyard_loadgen::report;
+use switchyard_loadgen::scenario::{self, capacity, connect, pubsub, rpc, Common, Plan, Scenario};
+use switchyard_loadgen::sys::now_ns;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-load",
+    version,
+    about = "WAMP load generator (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open N sessions at a rate, hold them, verify each is alive.
+    Connect {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Sessions to open.
+        #[arg(long, default_value_t = 1000)]
+        sessions: u64,
+        /// New sessions per second.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// Do not subscribe the sessions to the broadcast topic.
+        #[arg(long)]
+        no_subscribe: bool,
+    },
+    /// Publishers × subscribers × topics.
+    Pubsub {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Publishing sessions.
+        #[arg(long, default_value_t = 1)]
+        publishers: u64,
+        /// Subscribing sessions.
+        #[arg(long, default_value_t = 10)]
+        subscribers: u64,
+        /// Topics.
+        #[arg(long, default_value_t = 1)]
+        topics: u64,
+        /// Bytes of args per event.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Publications per second over all publishers; 0 = flat out.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Flat out: publications per write.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+    },
+    /// Callers × callees.
+    Rpc {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Calling sessions.
+        #[arg(long, default_value_t = 1)]
+        callers: u64,
+        /// Registering sessions.
+        #[arg(long, default_value_t = 1)]
+        callees: u64,
+        /// Bytes of args per call.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Calls per second over all callers; 0 = flat out (closed loop).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Closed loop: calls in flight per caller (1 = sequential round trips).
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+    },
+    /// Start a router in a memory cgroup on given cores, run `connect`, PASS or FAIL.
+    Capacity {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The router binary.
+        #[arg(long)]
+        router_bin: PathBuf,
+        /// Arguments for the router (after `--`).
+        #[arg(last = true)]
+        router_args: Vec<String>,
+        /// CPUs the router may use, e.g. `0` or `0,1`.
+        #[arg(long, default_value = "0")]
+        router_cpus: String,
+        /// The memory limit, e.g. `4GiB`.
+        #[arg(long, default_value = "4GiB")]
+        memory: String,
+        /// Sessions to hold.
+        #[arg(long, default_value_t = 1000)]
+        sessions: u64,
+        /// New sessions per second.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+    },
+    /// Internal: run one worker process's share of a plan (JSON).
+    #[command(hide = true)]
+    Worker { plan: String },
+}
+
+#[derive(Args, Clone)]
+struct CommonArgs {
+    /// Router URL: ws://127.0.0.1:8080/ws or rs://127.0.0.1:8080.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Realm to join.
+    #[arg(long, default_value = "realm1")]
+    realm: String,
+    /// json or msgpack.
+    #[arg(long, default_value = "json")]
+    serializer: String,
+    /// Executors (pinned threads) per process.
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    /// CPUs to pin the executors to, e.g. `1` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Seconds to connect and subscribe before the load (default: from the session count).
+    #[arg(long)]
+    setup: Option<f64>,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds measured (connect: seconds held).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds for the last messages to arrive after the window.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+    /// Most worker processes to start.
+    #[arg(long, default_value_t = 64)]
+    max_workers: usize,
+    /// Seed for WebSocket keys and masks.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also print the report as a Markdown table.
+    #[arg(long)]
+    markdown: bool,
+    /// The router's pid, to report its RSS and CPU time.
+    #[arg(long)]
+    router_pid: Option<u32>,
+}
 
 fn main() {
-    eprintln!("switchyard-load {}: not built yet", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("switchyard-load: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let (args, scenario) = match cli.command {
+        Command::Worker { plan } => {
+            let plan: Plan = serde_json::from_str(&plan)?;
+            limits::probe();
+            return scenario::worker_main(&plan);
+        }
+        Command::Connect {
+            common,
+            sessions,
+            rate,
+            no_subscribe,
+        } => (
+            common,
+            Scenario::Connect(connect::Config {
+                sessions,
+                rate,
+                subscribe: !no_subscribe,
+                connect_timeout_secs: 10.0,
+            }),
+        ),
+        Command::Pubsub {
+            common,
+            publishers,
+            subscribers,
+            topics,
+            payload,
+            rate,
+            batch,
+        } => (
+            common,
+            Scenario::PubSub(pubsub::Config {
+                publishers,
+                subscribers,
+                topics,
+                payload,
+                rate,
+                batch,
+                drop_every: 0,
+            }),
+        ),
+        Command::Rpc {
+            common,
+            callers,
+            callees,
+            payload,
+            rate,
+            in_flight,
+        } => (
+            common,
+            Scenario::Rpc(rpc::Config {
+                callers,
+                callees,
+                payload,
+                rate,
+                in_flight,
+            }),
+        ),
+        Command::Capacity {
+            common,
+            router_bin,
+            router_args,
+            router_cpus,
+            memory,
+            sessions,
+            rate,
+        } => {
+            let cfg = capacity::Config {
+                router_bin,
+                router_args,
+                router_cpus,
+                memory: capacity::parse_size(&memory)?,
+            };
+            let scenario = Scenario::Connect(connect::Config {
+                sessions,
+                rate,
+                subscribe: true,
+                connect_timeout_secs: 10.0,
+            });
+            let target = Common {
+                url: common.url.clone(),
+                realm: common.realm.clone(),
+                serializer: common.serializer.clone(),
+                cores: 1,
+                cpus: vec![],
+                setup_secs: 0.0,
+                warmup_secs: 0.0,
+                duration_secs: 0.0,
+                drain_secs: 0.0,
+                sources: 1,
+                seed: 0,
+            }
+            .target()?;
+            let verdict = capacity::run(&cfg, target.addr, |pid| {
+                run(common.clone(), scenario.clone(), Some(pid))
+            })?;
+            println!("{}", verdict.summary());
+            if !verdict.pass {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+    };
+    run(args, scenario, None).map(|_| ())
+}
+
+/// Runs one scenario to its report; returns whether it had no failures.
+fn run(
+    args: CommonArgs,
+    scenario: Scenario,
+    router_pid: Option<u32>,
+) -> anyhow::Result<report::Report> {
+    let mut lim = limits::probe();
+    let conns = scenario.connections();
+    if let Some(note) = limits::raise_conntrack(&mut lim, conns + conns / 10) {
+        lim.notes.push(note);
+    }
+    let fit = limits::fit(&lim, conns, args.max_workers);
+    for n in &lim.notes {
+        eprintln!("limits: {n}");
+    }
+    if let Some(b) = &fit.blocker {
+        anyhow::bail!("cannot run: {b}");
+    }
+    let setup = args.setup.unwrap_or(match &scenario {
+        Scenario::Connect(c) => c.sessions as f64 / c.rate.max(1e-3) + 5.0,
+        _ => 2.0 + conns as f64 / 2000.0,
+    });
+    let plan = Plan {
+        common: Common {
+            url: args.url.clone(),
+            realm: args.realm,
+            serializer: args.serializer,
+            cores: args.cores.max(1),
+            cpus: args.cpus,
+            setup_secs: setup,
+            warmup_secs: if matches!(scenario, Scenario::Connect(_)) {
+                0.0
+            } else {
+                args.warmup
+            },
+            duration_secs: args.duration,
+            drain_secs: args.drain,
+            sources: fit.sources,
+            seed: args.seed,
+        },
+        scenario,
+        worker: 0,
+        workers: fit.workers,
+        // Workers need a moment to start before setup begins.
+        t_start_ns: now_ns()
+            + if fit.workers > 1 {
+                500_000_000
+            } else {
+                50_000_000
+            },
+    };
+    plan.common.target()?;
+    eprintln!(
+        "{}: {} connections, {} worker process(es) × {} executor(s), {} source address(es)",
+        plan.scenario.name(),
+        conns,
+        fit.workers,
+        plan.common.cores,
+        fit.sources
+    );
+    let router = args.router_pid.or(router_pid);
+    let cpu0 = router.and_then(connect::cpu_ticks);
+    let mut stats = scenario::run(plan.clone(), fit.workers)?;
+    if let Some(pid) = router {
+        if let Some(rss) = connect::rss_kib(Some(pid)) {
+            stats.add("router_rss_kib", rss);
+        }
+        if let (Some(a), Some(b)) = (cpu0, connect::cpu_ticks(pid)) {
+            // /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
+            stats.add("router_cpu_ms", (b - a) * 10);
+        }
+    }
+    let r = report::build(&plan, stats);
+    print!("{}", r.table());
+    if args.markdown {
+        println!("\n{}", r.markdown());
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+    }
+    Ok(r)
 }

@@ -257,6 +257,7 @@ fn serve(
     for (_, subs) in sh.subs.values_mut() {
         subs.retain(|s| *s != session);
     }
+    sh.regs.retain(|_, (_, callee)| *callee != session);
 }
 
 fn handle(

@@ -1,0 +1,198 @@
+//! Turns merged statistics into the final human table, Markdown for `BENCHMARKS.md`, and a
+//! JSON document. What it does not do: no measuring, no judging beyond what the scenario
+//! asked (PASS/FAIL belongs to `capacity`).
+
+use serde::Serialize;
+
+use crate::stats::{Latency, Stats};
+
+/// One run's figures, ready to print.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The router URL.
+    pub url: String,
+    /// The measured window in seconds.
+    pub window_secs: f64,
+    /// Rows of (figure, value).
+    pub rows: Vec<(String, String)>,
+    /// The merged statistics.
+    pub stats: Stats,
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
+/// The latency rows: p50, p90, p99, p99.9, max.
+pub fn latency_rows(name: &str, l: &Latency) -> Vec<(String, String)> {
+    if l.count() == 0 {
+        return vec![(format!("{name} latency"), "no samples".into())];
+    }
+    vec![
+        (format!("{name} p50"), us(l.quantile(0.5))),
+        (format!("{name} p90"), us(l.quantile(0.9))),
+        (format!("{name} p99"), us(l.quantile(0.99))),
+        (format!("{name} p99.9"), us(l.quantile(0.999))),
+        (format!("{name} max"), us(l.max())),
+        (format!("{name} samples"), l.count().to_string()),
+    ]
+}
+
+impl Report {
+    /// Appends the failure rows (one per cause).
+    pub fn add_failures(&mut self) {
+        if self.stats.failures.is_empty() {
+            self.rows.push(("failures".into(), "0".into()));
+        }
+        for (cause, n) in &self.stats.failures {
+            self.rows
+                .push((format!("failures: {cause}"), n.to_string()));
+        }
+    }
+
+    /// A plain table for the terminal.
+    pub fn table(&self) -> String {
+        let w = self
+            .rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut s = format!(
+            "{} against {} ({:.1} s measured)\n",
+            self.scenario, self.url, self.window_secs
+        );
+        for (k, v) in &self.rows {
+            s.push_str(&format!("  {k:<w$}  {v}\n"));
+        }
+        s
+    }
+
+    /// A Markdown table for `BENCHMARKS.md`.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "#### `{}` against `{}` ({:.1} s measured)\n\n| figure | value |\n|---|---|\n",
+            self.scenario, self.url, self.window_secs
+        );
+        for (k, v) in &self.rows {
+            s.push_str(&format!("| {k} | {v} |\n"));
+        }
+        s
+    }
+}
+
+/// Builds the report of a finished `plan` from its merged statistics.
+pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
+    use crate::scenario::{pubsub, Scenario};
+    let t = plan.timeline();
+    let window = (t.measure_end - t.measure_start) as f64 / 1e9;
+    let per_sec = |n: u64| format!("{:.0}/s", n as f64 / window.max(1e-9));
+    let mut rows = Vec::new();
+    match &plan.scenario {
+        Scenario::PubSub(c) => {
+            let lost = stats.lost(|p| pubsub::fanout(c, p));
+            rows.push(("published".into(), stats.counter("published").to_string()));
+            rows.push((
+                "events delivered (all)".into(),
+                stats.counter("events_received").to_string(),
+            ));
+            rows.push((
+                "events delivered in window".into(),
+                per_sec(stats.counter("events_measured")),
+            ));
+            rows.push(("events lost".into(), lost.to_string()));
+            rows.push(("sequence gaps seen".into(), stats.gaps.to_string()));
+            rows.push(("reordered".into(), stats.late.to_string()));
+            rows.push(("duplicates".into(), stats.duplicates.to_string()));
+            rows.extend(latency_rows("event", &stats.latency));
+        }
+        Scenario::Rpc(_) => {
+            rows.push(("calls sent".into(), stats.counter("calls_sent").to_string()));
+            rows.push((
+                "calls answered".into(),
+                stats.counter("calls_ok").to_string(),
+            ));
+            rows.push((
+                "calls in window".into(),
+                per_sec(stats.counter("calls_measured")),
+            ));
+            rows.extend(latency_rows("call", &stats.latency));
+        }
+        Scenario::Connect(c) => {
+            let open = stats.counter("sessions_open");
+            let setup = (t.setup_end - t.start) as f64 / 1e9;
+            rows.push(("sessions asked".into(), c.sessions.to_string()));
+            rows.push(("sessions joined".into(), open.to_string()));
+            rows.push(("join rate (asked)".into(), format!("{:.0}/s", c.rate)));
+            rows.push(("setup phase".into(), format!("{setup:.1} s")));
+            rows.push((
+                "alive at the end".into(),
+                stats.counter("sessions_alive_at_end").to_string(),
+            ));
+            if c.subscribe {
+                rows.push((
+                    "got the broadcast".into(),
+                    stats.counter("broadcast_received").to_string(),
+                ));
+            }
+            if stats.counters.contains_key("router_session_count") {
+                rows.push((
+                    "router's wamp.session.count".into(),
+                    stats.counter("router_session_count").to_string(),
+                ));
+            }
+            rows.push((
+                "load generator RSS".into(),
+                format!("{} KiB", stats.counter("loadgen_rss_kib")),
+            ));
+            for (k, label) in [
+                ("router_rss_kib", "router RSS"),
+                ("router_cpu_ms", "router CPU during run"),
+            ] {
+                if let Some(v) = stats.counters.get(k) {
+                    let unit = if k.ends_with("kib") { "KiB" } else { "ms" };
+                    rows.push((label.into(), format!("{v} {unit}")));
+                }
+            }
+        }
+    }
+    rows.extend(latency_rows("connect", &stats.connect));
+    let mut r = Report {
+        scenario: plan.scenario.name().into(),
+        url: plan.common.url.clone(),
+        window_secs: window,
+        rows,
+        stats,
+    };
+    r.add_failures();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders() {
+        let mut stats = Stats::default();
+        stats.fail("eof");
+        let mut l = Latency::default();
+        l.record(40_000);
+        let mut r = Report {
+            scenario: "rpc".into(),
+            url: "ws://127.0.0.1:8080/ws".into(),
+            window_secs: 3.0,
+            rows: latency_rows("call", &l),
+            stats,
+        };
+        r.add_failures();
+        let t = r.table();
+        assert!(t.contains("call p50"), "{t}");
+        assert!(t.contains("40.0 µs"), "{t}");
+        assert!(t.contains("failures: eof  1"), "{t}");
+        let m = r.markdown();
+        assert!(m.contains("| failures: eof | 1 |"), "{m}");
+    }
+}

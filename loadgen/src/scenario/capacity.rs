@@ -1,0 +1,265 @@
+//! The `capacity` scenario: starts a router binary confined to given CPUs (`taskset`) and
+//! to a memory cgroup this tool creates under its own (v1 `memory.limit_in_bytes`, as on
+//! the project's machines, or v2 `memory.max`), runs `connect` against it, and answers PASS
+//! or FAIL with the cgroup's peak usage. What it does not do: no router configuration of
+//! its own (arguments after `--` go to the router), no retry; it stops the router it
+//! started, by pid, and removes its cgroup.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::report::Report;
+
+/// Options of the `capacity` scenario.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The router binary.
+    pub router_bin: PathBuf,
+    /// Its arguments.
+    pub router_args: Vec<String>,
+    /// CPUs for the router, in `taskset -c` syntax.
+    pub router_cpus: String,
+    /// The memory limit in bytes.
+    pub memory: u64,
+}
+
+/// The answer.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// Whether every check passed.
+    pub pass: bool,
+    /// The cgroup's peak memory usage in bytes.
+    pub peak: u64,
+    /// The limit in bytes.
+    pub limit: u64,
+    /// Why it failed, one sentence per check that failed.
+    pub reasons: Vec<String>,
+}
+
+impl Verdict {
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        format!(
+            "{}: peak {:.1} MiB of {:.1} MiB{}",
+            if self.pass { "PASS" } else { "FAIL" },
+            mib(self.peak),
+            mib(self.limit),
+            if self.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.reasons.join("; "))
+            }
+        )
+    }
+}
+
+/// Parses `4GiB`, `512MiB`, `100000` (bytes).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ]
+    .iter()
+    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad size {s:?}"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+enum Cgroup {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+impl Cgroup {
+    fn create(limit: u64) -> anyhow::Result<Self> {
+        let own = fs::read_to_string("/proc/self/cgroup")?;
+        let name = format!("switchyard-load-{}", std::process::id());
+        for line in own.lines() {
+            let mut f = line.splitn(3, ':');
+            let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
+            if ctrls.split(',').any(|c| c == "memory") {
+                let dir = Path::new("/sys/fs/cgroup/memory")
+                    .join(path.trim_start_matches('/'))
+                    .join(&name);
+                fs::create_dir_all(&dir)?;
+                fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())?;
+                return Ok(Self::V1(dir));
+            }
+        }
+        let controllers =
+            fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            let path = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("/");
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join(&name);
+            fs::create_dir_all(&dir)?;
+            fs::write(dir.join("memory.max"), limit.to_string())?;
+            return Ok(Self::V2(dir));
+        }
+        anyhow::bail!("no memory cgroup controller (neither v1 nor v2) is available")
+    }
+
+    fn dir(&self) -> &Path {
+        match self {
+            Self::V1(d) | Self::V2(d) => d,
+        }
+    }
+
+    fn read(&self, file: &str) -> u64 {
+        fs::read_to_string(self.dir().join(file))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn peak(&self) -> u64 {
+        match self {
+            Self::V1(_) => self.read("memory.max_usage_in_bytes"),
+            Self::V2(_) => self.read("memory.peak"),
+        }
+    }
+
+    fn limit_hits(&self) -> u64 {
+        match self {
+            Self::V1(_) => self.read("memory.failcnt"),
+            Self::V2(d) => fs::read_to_string(d.join("memory.events"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse().ok())
+                    })
+                })
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Starts the router, runs `load` with its pid, and judges.
+pub fn run(
+    cfg: &Config,
+    target: std::net::SocketAddrV4,
+    load: impl FnOnce(u32) -> anyhow::Result<Report>,
+) -> anyhow::Result<Verdict> {
+    let cg = Cgroup::create(cfg.memory)?;
+    let procs = cg.dir().join("cgroup.procs");
+    // The shell joins the cgroup, then becomes taskset, which becomes the router: the
+    // router and every process it forks are confined from their first instruction.
+    let mut script = format!(
+        "echo $$ > '{}' && exec taskset -c '{}' '{}'",
+        procs.display(),
+        cfg.router_cpus,
+        cfg.router_bin.display()
+    );
+    for a in &cfg.router_args {
+        script.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+    }
+    let mut child = Command::new("sh").arg("-c").arg(&script).spawn()?;
+    let pid = child.id();
+    let result = (|| {
+        wait_listening(&mut child, target)?;
+        let report = load(pid)?;
+        let alive = matches!(child.try_wait(), Ok(None));
+        Ok::<_, anyhow::Error>((report, alive))
+    })();
+    stop(&mut child);
+    let peak = cg.peak();
+    let hits = cg.limit_hits();
+    let _ = fs::remove_dir(cg.dir());
+    let (report, alive) = result?;
+    let mut reasons = Vec::new();
+    let s = &report.stats;
+    let asked = report
+        .rows
+        .iter()
+        .find(|(k, _)| k == "sessions asked")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if !alive {
+        reasons.push("the router exited during the run".into());
+    }
+    if s.counter("sessions_alive_at_end") < asked {
+        reasons.push(format!(
+            "{} of {asked} sessions alive at the end",
+            s.counter("sessions_alive_at_end")
+        ));
+    }
+    if s.counter("broadcast_received") < asked {
+        reasons.push(format!(
+            "{} of {asked} sessions got the broadcast",
+            s.counter("broadcast_received")
+        ));
+    }
+    if s.failure_count() > 0 {
+        reasons.push(format!("{} failures", s.failure_count()));
+    }
+    if hits > 0 || peak > cfg.memory {
+        reasons.push(format!("the memory limit was hit {hits} times"));
+    }
+    Ok(Verdict {
+        pass: reasons.is_empty(),
+        peak,
+        limit: cfg.memory,
+        reasons,
+    })
+}
+
+fn wait_listening(child: &mut Child, target: std::net::SocketAddrV4) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("the router exited at start: {status}");
+        }
+        if TcpStream::connect_timeout(&target.into(), Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("the router did not listen on {target} within 10 s")
+}
+
+/// Stops the router we started: SIGTERM by pid, then SIGKILL after 5 s.
+fn stop(child: &mut Child) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for _ in 0..100 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let check = |s: &str, n: u64| assert_eq!(parse_size(s).unwrap(), n, "{s}");
+        check("4GiB", 4 << 30);
+        check("512MiB", 512 << 20);
+        check("1.5G", 3 << 29);
+        check("1000", 1000);
+        assert!(parse_size("lots").is_err());
+    }
+}

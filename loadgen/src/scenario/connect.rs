@@ -1,0 +1,204 @@
+//! The `connect` scenario: open N sessions at a given rate, join the realm, optionally
+//! subscribe each to one topic, hold them, then verify that every one is alive: one extra
+//! session publishes a broadcast (acknowledged) that each must receive, and calls the
+//! router's `wamp.session.count` where it has one. Reports the connection rate, connect
+//! latency, failures by cause and this process's RSS. What it does not do: no traffic
+//! during the hold (idle sessions are the point), no reconnection of failed sessions.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use switchyard_core::message::{Message, Payload};
+
+use crate::scenario::pubsub::fail;
+use crate::scenario::{sleep_until, Shard};
+use crate::session::Session;
+use crate::stats::Stats;
+use crate::sys::now_ns;
+
+/// The topic the broadcast goes to.
+pub const BROADCAST_TOPIC: &str = "com.switchyard.load.broadcast";
+
+/// Options of the `connect` scenario.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// Sessions to open.
+    pub sessions: u64,
+    /// New sessions per second, over all processes.
+    pub rate: f64,
+    /// Subscribe every session to the broadcast topic (otherwise only the session count
+    /// verifies them).
+    pub subscribe: bool,
+    /// Seconds one connection attempt may take.
+    pub connect_timeout_secs: f64,
+}
+
+/// Runs one shard's sessions; shard 0 also runs the broadcaster.
+pub async fn run_shard(shard: Shard, c: Config) -> Stats {
+    let stats = Rc::new(RefCell::new(Stats::default()));
+    let mut tasks = Vec::new();
+    for i in shard.owned(c.sessions) {
+        let (shard, c, stats) = (shard.clone(), c.clone(), stats.clone());
+        tasks.push(glommio::spawn_local(async move {
+            session(&shard, &c, i, &stats).await
+        }));
+    }
+    if shard.index == 0 {
+        let (shard, c, stats) = (shard.clone(), c.clone(), stats.clone());
+        tasks.push(glommio::spawn_local(async move {
+            broadcaster(&shard, &c, &stats).await
+        }));
+    }
+    let t = shard.plan.timeline();
+    sleep_until(t.measure_end).await;
+    if let Some(rss) = rss_kib(None) {
+        // Each executor of a process reads the same RSS; only executor 0 of each process
+        // reports it so that the sum over processes is right.
+        if shard.index % shard.plan.common.cores.max(1) as u64 == 0 {
+            stats.borrow_mut().add("loadgen_rss_kib", rss);
+        }
+    }
+    for t in tasks {
+        t.await;
+    }
+    Rc::try_unwrap(stats)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| rc.borrow().clone())
+}
+
+async fn session(shard: &Shard, c: &Config, i: u64, stats: &RefCell<Stats>) {
+    let t = shard.plan.timeline();
+    let due = t.start + (i as f64 * 1e9 / c.rate.max(1e-3)) as u64;
+    sleep_until(due).await;
+    let t0 = now_ns();
+    let connect = Session::connect(&shard.target, Some(shard.source(i)), shard.seed(i));
+    let timeout = (c.connect_timeout_secs * 1e9) as u64;
+    let res = futures_lite::future::or(async { Some(connect.await) }, async {
+        glommio::timer::sleep(std::time::Duration::from_nanos(timeout)).await;
+        None
+    })
+    .await;
+    let mut s = match res {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return fail(shard, stats, &format!("connect:{}", e.cause())),
+        None => return fail(shard, stats, "connect:timeout"),
+    };
+    stats.borrow_mut().connect.record(now_ns() - t0);
+    if c.subscribe {
+        if let Err(e) = s.subscribe(BROADCAST_TOPIC).await {
+            return fail(shard, stats, &format!("subscribe:{}", e.cause()));
+        }
+    }
+    shard.progress.sessions.fetch_add(1, Ordering::Relaxed);
+    stats.borrow_mut().add("sessions_open", 1);
+    if now_ns() > t.setup_end {
+        stats.borrow_mut().fail("setup-late");
+    }
+    // Hold, then wait for the broadcast (published at measure_end); stay joined until
+    // drain_end so that the router's session count, taken after the broadcast, sees us.
+    let mut got = false;
+    loop {
+        match s.recv_until(t.drain_end).await {
+            Ok(Some(Message::Event(_))) => {
+                got = true;
+                shard.progress.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return fail(shard, stats, &format!("hold:{}", e.cause())),
+        }
+    }
+    let mut st = stats.borrow_mut();
+    st.add("sessions_alive_at_end", 1);
+    if got {
+        st.add("broadcast_received", 1);
+    } else if c.subscribe {
+        st.fail("broadcast-missing");
+    }
+}
+
+async fn broadcaster(shard: &Shard, c: &Config, stats: &RefCell<Stats>) {
+    let t = shard.plan.timeline();
+    let i = c.sessions;
+    let mut s = match Session::connect(&shard.target, Some(shard.source(i)), shard.seed(i)).await {
+        Ok(s) => s,
+        Err(e) => return fail(shard, stats, &format!("broadcaster:{}", e.cause())),
+    };
+    sleep_until(t.measure_end).await;
+    let payload = Payload::new(
+        shard.target.serializer,
+        Some(match shard.target.serializer {
+            switchyard_core::codec::Serializer::Json => {
+                bytes::Bytes::from_static(b"[\"broadcast\"]")
+            }
+            switchyard_core::codec::Serializer::MsgPack => {
+                bytes::Bytes::from_static(b"\x91\xa9broadcast")
+            }
+        }),
+        None,
+    );
+    match s.publish_acknowledged(BROADCAST_TOPIC, payload).await {
+        Ok(_) => stats.borrow_mut().add("broadcast_published", 1),
+        Err(e) => fail(shard, stats, &format!("broadcast:{}", e.cause())),
+    }
+    // The router's own count, where it offers the meta API; absence is not a failure.
+    let deadline = t.drain_end;
+    let call = s.call("wamp.session.count", Payload::empty());
+    let r = futures_lite::future::or(async { Some(call.await) }, async {
+        sleep_until(deadline).await;
+        None
+    })
+    .await;
+    if let Some(Ok(r)) = r {
+        if let Some(n) = r
+            .payload
+            .args()
+            .and_then(|a| first_uint(shard.target.serializer, a))
+        {
+            stats.borrow_mut().add("router_session_count", n);
+        }
+    }
+}
+
+fn first_uint(ser: switchyard_core::codec::Serializer, args: &[u8]) -> Option<u64> {
+    match ser {
+        switchyard_core::codec::Serializer::Json => {
+            serde_json::from_slice::<Vec<serde_json::Value>>(args)
+                .ok()?
+                .first()?
+                .as_u64()
+        }
+        switchyard_core::codec::Serializer::MsgPack => {
+            let mut rd = args;
+            rmp::decode::read_array_len(&mut rd).ok()?;
+            rmp::decode::read_int(&mut rd).ok()
+        }
+    }
+}
+
+/// The resident set size of `pid` (this process when `None`), in KiB.
+pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU time (user + system) of `pid` so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces, start after ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
