@@ -22,6 +22,7 @@ use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use switchyard_core::codec::{self, Serializer};
+use switchyard_core::message::Message;
 use switchyard_core::router::{ConnId, TransportInfo};
 
 use super::core::{ConnShared, Core};
@@ -238,7 +239,12 @@ fn deliver(core: &Rc<RefCell<Core>>, id: ConnId, serializer: Serializer, frame: 
     let mut c = core.borrow_mut();
     let now = c.now();
     match codec::decode(serializer, frame) {
-        Ok(msg) => c.shard.handle_message(now, id, msg),
+        Ok(msg) => {
+            if matches!(msg, Message::Hello(_)) {
+                c.note_hello(id);
+            }
+            c.shard.handle_message(now, id, msg);
+        }
         Err(e) => c.shard.handle_decode_error(now, id, &e),
     }
     c.dispatch();

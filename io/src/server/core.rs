@@ -43,6 +43,8 @@ pub(super) struct ConnShared {
     close: Cell<bool>,
     /// The driver waiting for output, if any.
     waker: Cell<Option<Waker>>,
+    /// Between HELLO and WELCOME/ABORT: the next outputs are decoded once to log the join.
+    joining: Cell<bool>,
 }
 
 impl ConnShared {
@@ -53,6 +55,7 @@ impl ConnShared {
             queued: Cell::new(0),
             close: Cell::new(false),
             waker: Cell::new(None),
+            joining: Cell::new(false),
         }
     }
 
@@ -201,6 +204,14 @@ impl Core {
         self.conns.remove(&conn);
     }
 
+    /// Notes that a connection sent HELLO, so that its WELCOME is logged with this core's
+    /// index (the one place that names the core a session lives on).
+    pub(super) fn note_hello(&self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            c.joining.set(true);
+        }
+    }
+
     /// How many connections this core serves.
     pub(super) fn connection_count(&self) -> usize {
         self.conns.len()
@@ -212,6 +223,9 @@ impl Core {
             match output {
                 Output::Send { conn, bytes } => {
                     if let Some(c) = self.conns.get(&conn) {
+                        if c.joining.get() {
+                            log_join(self.shard.index(), conn, c, &bytes);
+                        }
                         c.push(conn, bytes);
                     }
                 }
@@ -260,5 +274,23 @@ impl Core {
             c.push(*conn, bytes.clone());
             c.close();
         }
+    }
+}
+
+/// Logs a session's join (or the end of its attempt) naming the core that holds it; only
+/// the messages sent between HELLO and WELCOME or ABORT are decoded for it.
+fn log_join(core: u16, conn: ConnId, c: &ConnShared, bytes: &Bytes) {
+    match codec::decode(c.serializer, bytes.clone()) {
+        Ok(Message::Welcome(w)) => {
+            c.joining.set(false);
+            tracing::info!(
+                core,
+                conn = conn.0,
+                session = w.session.get(),
+                "session joined"
+            );
+        }
+        Ok(Message::Abort(_)) => c.joining.set(false),
+        _ => {}
     }
 }
