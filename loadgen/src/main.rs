@@ -140,6 +140,9 @@ struct CommonArgs {
     /// Seconds for the last messages to arrive after the window.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
+    /// Worker processes to use at least (more are started when the file limit needs them).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Most worker processes to start.
     #[arg(long, default_value_t = 64)]
     max_workers: usize,
@@ -282,7 +285,8 @@ fn run(
     if let Some(note) = limits::raise_conntrack(&mut lim, conns + conns / 10) {
         lim.notes.push(note);
     }
-    let fit = limits::fit(&lim, conns, args.max_workers);
+    let mut fit = limits::fit(&lim, conns, args.max_workers);
+    fit.workers = fit.workers.max(args.workers.min(args.max_workers));
     for n in &lim.notes {
         eprintln!("limits: {n}");
     }

@@ -17,6 +17,9 @@ pub struct Report {
     pub window_secs: f64,
     /// Rows of (figure, value).
     pub rows: Vec<(String, String)>,
+    /// The headline figures as numbers, for scripts: `per_sec` (events delivered or calls
+    /// answered per second in the window), `p50_us`, `p99_us`, `lost`, `failures`.
+    pub figures: std::collections::BTreeMap<String, f64>,
     /// The merged statistics.
     pub stats: Stats,
 }
@@ -159,7 +162,21 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
         }
     }
     rows.extend(latency_rows("connect", &stats.connect));
+    let mut figures = std::collections::BTreeMap::new();
+    let measured = match &plan.scenario {
+        Scenario::PubSub(c) => {
+            figures.insert("lost".into(), stats.lost(|p| pubsub::fanout(c, p)) as f64);
+            stats.counter("events_measured")
+        }
+        Scenario::Rpc(_) => stats.counter("calls_measured"),
+        Scenario::Connect(_) => stats.counter("sessions_open"),
+    };
+    figures.insert("per_sec".into(), measured as f64 / window.max(1e-9));
+    figures.insert("p50_us".into(), stats.latency.quantile(0.5) as f64 / 1e3);
+    figures.insert("p99_us".into(), stats.latency.quantile(0.99) as f64 / 1e3);
+    figures.insert("failures".into(), stats.failure_count() as f64);
     let mut r = Report {
+        figures,
         scenario: plan.scenario.name().into(),
         url: plan.common.url.clone(),
         window_secs: window,
@@ -185,6 +202,7 @@ mod tests {
             url: "ws://127.0.0.1:8080/ws".into(),
             window_secs: 3.0,
             rows: latency_rows("call", &l),
+            figures: Default::default(),
             stats,
         };
         r.add_failures();
