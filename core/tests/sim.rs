@@ -24,7 +24,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use scenarios::{run, ALL};
 
 /// Runs `scenario` over `seeds` seeds (from `SIM_SEED_BASE`, default 0; `SIM_SEEDS`
-/// overrides the count) and fails with the first failing seed's report.
+/// overrides the count) and fails listing how many seeds failed, with the full report of
+/// the first failing seed and one line for each of the next few.
 fn sweep(scenario: &str, seeds: u64) {
     let base = env_u64("SIM_SEED_BASE").unwrap_or(0);
     let seeds = env_u64("SIM_SEEDS").unwrap_or(seeds);
@@ -33,17 +34,28 @@ fn sweep(scenario: &str, seeds: u64) {
         .find(|s| s.0 == scenario)
         .map(|s| s.1)
         .unwrap_or_else(|| panic!("no scenario {scenario}"));
+    let mut failed = Vec::new();
     for seed in base..base + seeds {
         let problems = match catch_unwind(AssertUnwindSafe(|| run(build, seed, false))) {
             Ok(p) => p,
             Err(e) => vec![format!("panic: {}", panic_text(&e))],
         };
         if !problems.is_empty() {
-            panic!(
-                "simulation failed: scenario {scenario}, seed {seed}\n  {}\nreplay: SIM_SEED={seed} SIM_SCENARIO={scenario} cargo test -p switchyard-core --test sim -- replay --nocapture",
-                problems.join("\n  ")
-            );
+            failed.push((seed, problems));
         }
+    }
+    if let Some((seed, problems)) = failed.first() {
+        let others: Vec<String> = failed[1..]
+            .iter()
+            .take(8)
+            .map(|(s, p)| format!("  seed {s}: {}", p[0]))
+            .collect();
+        panic!(
+            "simulation failed: scenario {scenario}, {} of {seeds} seeds; first: seed {seed}\n  {}\nreplay: SIM_SEED={seed} SIM_SCENARIO={scenario} cargo test -p switchyard-core --test sim -- replay --nocapture\nother failing seeds:\n{}",
+            failed.len(),
+            problems.join("\n  "),
+            others.join("\n")
+        );
     }
 }
 
@@ -58,9 +70,37 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
+// Seeds per scenario: 10,000 in all, sized so that the debug run stays near a minute of
+// CPU (the scenarios differ in size).
+
 #[test]
 fn pubsub() {
-    sweep("pubsub", 3000);
+    sweep("pubsub", 2500);
+}
+
+#[test]
+fn rpc() {
+    sweep("rpc", 2000);
+}
+
+#[test]
+fn cancel() {
+    sweep("cancel", 2000);
+}
+
+#[test]
+fn churn() {
+    sweep("churn", 1500);
+}
+
+#[test]
+fn shard_death() {
+    sweep("shard_death", 1000);
+}
+
+#[test]
+fn meta() {
+    sweep("meta", 1000);
 }
 
 /// Replays one seed with a trace of every action: `SIM_SEED` and `SIM_SCENARIO` name it.

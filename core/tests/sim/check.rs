@@ -62,33 +62,30 @@ fn events(w: &World, out: &mut Vec<String>) {
                 s.id == Some(e.subscription)
                     && (p.must.contains(&(c.index, *t)) || p.may.contains(&(c.index, *t)))
             });
-            let tag = match tag {
-                Some((t, _)) => t,
-                None => {
-                    // In flight and never acknowledged (the client left first): any pending
-                    // matching subscription without an id may explain it.
-                    let unknown = c
-                        .subs
-                        .iter()
-                        .enumerate()
-                        .any(|(t, s)| s.id.is_none() && p.may.contains(&(c.index, t)));
-                    // A subscription made after the publication was accepted, reached by
-                    // it while it travelled between shards: allowed unless strict.
-                    let late = !w.strict_origin
-                        && !p.excluded.contains(&c.index)
-                        && c.subs.iter().any(|s| {
-                            s.id == Some(e.subscription)
-                                && s.sent_at > p.at
-                                && s.policy.matches(&s.topic, &p.topic)
-                        });
-                    if !unknown && !late {
-                        out.push(format!(
+            let Some((tag, _)) = tag else {
+                // In flight and never acknowledged (the client left first): any pending
+                // matching subscription without an id may explain it.
+                let unknown = c
+                    .subs
+                    .iter()
+                    .enumerate()
+                    .any(|(t, s)| s.id.is_none() && p.may.contains(&(c.index, t)));
+                // A subscription made after the publication was accepted, reached by
+                // it while it travelled between shards: allowed unless strict.
+                let late = !w.strict_origin
+                    && !p.excluded.contains(&c.index)
+                    && c.subs.iter().any(|s| {
+                        s.id == Some(e.subscription)
+                            && s.sent_at > p.at
+                            && s.policy.matches(&s.topic, &p.topic)
+                    });
+                if !unknown && !late {
+                    out.push(format!(
                             "client {} got publication {} ({} from client {}) on subscription {} it should not have",
                             c.index, e.seq, p.topic, p.publisher, e.subscription
                         ));
-                    }
-                    continue;
                 }
+                continue;
             };
             *got.entry((c.index, tag, e.seq as usize)).or_default() += 1;
             let s = &c.subs[tag];
@@ -248,7 +245,10 @@ fn calls(w: &World, out: &mut Vec<String>) {
                         .any(|f| *f == Final::Error("wamp.error.timeout".into()))
                     || caller.left_early
                     || caller.gone_at.is_some();
-                if !x.call_canceling || !canceled || v.interrupts.len() > 1 {
+                // A kill may be followed by the timeout's killnowait before the callee
+                // answers the first INTERRUPT; otherwise one INTERRUPT per invocation.
+                let too_many = v.interrupts.len() > usize::from(call.timeout_ms > 0) + 1;
+                if !x.call_canceling || !canceled || too_many {
                     out.push(format!(
                         "client {} got INTERRUPT {:?} for call {} of client {} (cancel {:?}, canceling announced {})",
                         x.index, v.interrupts, v.call, v.caller, call.cancel, x.call_canceling
@@ -282,14 +282,22 @@ fn calls(w: &World, out: &mut Vec<String>) {
             }
             let callees = invoked.get(&(c.index as u64, i as u64));
             let callee = callees.and_then(|v| v.first()).copied();
-            let callee_lost = callee.is_some_and(|x| w.clients[x].left_early) || w.deaths > 0;
+            // A callee that left (or whose REGISTER raced its leaving) fails calls with
+            // canceled, and so does a dead shard.
+            let callee_lost = callee.is_some_and(|x| w.clients[x].left_early)
+                || w.deaths > 0
+                || w.clients.iter().any(|x| {
+                    x.left_early
+                        && x.regs.iter().any(|r| {
+                            !matches!(r.state, ReqState::Failed(_))
+                                && r.policy.matches(&r.uri, &call.uri)
+                        })
+                });
             match call.finals.first() {
-                Some(Final::Result(x)) => {
-                    if callee != Some(*x as usize) {
-                        out.push(format!(
-                            "{who} got a RESULT from client {x}, invoked at {callee:?}"
-                        ));
-                    }
+                Some(Final::Result(x)) if callee != Some(*x as usize) => {
+                    out.push(format!(
+                        "{who} got a RESULT from client {x}, invoked at {callee:?}"
+                    ));
                 }
                 Some(Final::Error(e)) => {
                     let allowed = match e.as_str() {
@@ -316,7 +324,7 @@ fn calls(w: &World, out: &mut Vec<String>) {
                         out.push(format!("{who} got {e} but no callee was invoked"));
                     }
                 }
-                None => {}
+                Some(Final::Result(_)) | None => {}
             }
             if callee.is_some() && call.expect.callees.is_empty() {
                 out.push(format!("{who} was invoked with no registration in reach"));

@@ -269,7 +269,7 @@ pub(crate) enum Req {
     Unsubscribe(usize),
     Register(usize),
     Unregister(usize),
-    Publish(usize),
+    Publish,
     Call(usize),
     Meta(usize),
 }
@@ -375,6 +375,12 @@ impl Client {
         self.gone_at = Some(step);
         self.downlink.clear();
         self.reactions.clear();
+        self.stop_counting(step);
+    }
+
+    /// From `step` on the client counts on none of its subscriptions and registrations
+    /// (it sent GOODBYE, or its session ended).
+    pub(crate) fn stop_counting(&mut self, step: u64) {
         for s in &mut self.subs {
             if s.active.1 == u64::MAX {
                 s.active.1 = step;
@@ -440,7 +446,7 @@ impl Client {
                 None => self.problems.push("subscription revoked".to_owned()),
             },
             Message::Published(m) => match self.pending.remove(&m.request.get()) {
-                Some(Req::Publish(_)) => {}
+                Some(Req::Publish) => {}
                 other => self.unexpected("PUBLISHED", m.request, other),
             },
             Message::Event(e) => match ids_of(&e.payload) {
@@ -475,7 +481,7 @@ impl Client {
                 Some(Req::Register(tag)) => self.regs[tag].state = ReqState::Failed(e.error),
                 Some(Req::Call(i)) => self.calls[i].finals.push(Final::Error(e.error)),
                 Some(Req::Meta(i)) => return Some((i, Err(e.error))),
-                Some(Req::Unsubscribe(_) | Req::Unregister(_) | Req::Publish(_)) => {
+                Some(Req::Unsubscribe(_) | Req::Unregister(_) | Req::Publish) => {
                     self.problems
                         .push(format!("ERROR {} to {:?}", e.error, e.request));
                 }

@@ -10,7 +10,7 @@ pub(crate) struct Rng(u64);
 impl Rng {
     /// A generator for `seed`.
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5EED_0F_5A_17C4_u64)
+        Self(seed ^ 0x5EED_0F5A_17C4_u64)
     }
 
     /// The next 64 random bits.

@@ -371,8 +371,9 @@ impl World {
             Step::Hello => {
                 client.phase == Phase::Idle && self.shards[usize::from(client.shard)].is_some()
             }
-            Step::AwaitAcks => client.acks_done(),
-            Step::AwaitCalls => client.calls_done(),
+            // Waiting for answers includes waiting for WELCOME.
+            Step::AwaitAcks => client.acks_done() && client.phase != Phase::Joining,
+            Step::AwaitCalls => client.calls_done() && client.phase != Phase::Joining,
             _ => client.phase == Phase::Joined,
         }
     }
@@ -493,6 +494,22 @@ impl World {
             }
             Step::Call { uri, timeout_ms } => {
                 let expect = self.call_expect(&uri);
+                if self.trace {
+                    println!(
+                        "    call {} to {uri}: may go to {:?} (no_such_procedure {}, stable {})",
+                        self.clients[c].calls.len(),
+                        expect.callees,
+                        expect.no_such_procedure,
+                        expect.stable
+                    );
+                    for (o, t) in &expect.callees {
+                        let r = &self.clients[*o].regs[*t];
+                        println!(
+                            "      client {o} ({:?}): {} {:?} {:?} {:?}",
+                            self.clients[*o].phase, r.uri, r.policy, r.id, r.state
+                        );
+                    }
+                }
                 let client = &mut self.clients[c];
                 let i = client.calls.len();
                 let req = client.request(Req::Call(i));
@@ -540,6 +557,8 @@ impl World {
             return;
         }
         if goodbye {
+            let step = self.step;
+            self.clients[c].stop_counting(step);
             self.clients[c].phase = Phase::Leaving;
             self.send_json(c, r#"[6,{},"wamp.close.close_realm"]"#);
         } else {
@@ -618,7 +637,7 @@ impl World {
         let client = &mut self.clients[c];
         let req = if ack {
             opts.push(r#""acknowledge":true"#.to_owned());
-            client.request(Req::Publish(index))
+            client.request(Req::Publish)
         } else {
             client.next_request += 1;
             client.next_request
@@ -641,7 +660,8 @@ impl World {
     /// the first key with an acknowledged registration ends the walk.
     fn call_expect(&self, uri: &str) -> CallExpect {
         // (pattern, policy) → (stable, tags)
-        let mut keys: Vec<((String, Policy), bool, Vec<(usize, usize)>)> = Vec::new();
+        type Key = ((String, Policy), bool, Vec<(usize, usize)>);
+        let mut keys: Vec<Key> = Vec::new();
         for o in &self.clients {
             if o.phase == Phase::Gone {
                 continue;
@@ -724,11 +744,13 @@ impl World {
             .filter(|c| c.phase == Phase::Joined)
             .filter_map(|c| c.session.map(|s| s.get()))
             .collect();
+        // Sessions joining or leaving may or may not be counted; one whose id the client
+        // has not read yet is any id (0 in `may`).
         let in_flight: Vec<u64> = self
             .clients
             .iter()
             .filter(|c| matches!(c.phase, Phase::Joining | Phase::Leaving))
-            .filter_map(|c| c.session.map(|s| s.get()))
+            .map(|c| c.session.map_or(0, |s| s.get()))
             .collect();
         // Subscriptions (and registrations) by id: (id, key, settled).
         let subs = self.ids_of(true);
