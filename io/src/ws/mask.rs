@@ -62,6 +62,24 @@ pub fn apply_mask_fallback(buf: &mut [u8], key: [u8; 4], phase: usize) {
     }
 }
 
+/// Appends `src` unmasked to `dst` in one pass: the same bytes as `extend_from_slice`
+/// followed by [`apply_mask`] on the new tail, without reading and writing them twice.
+///
+/// For a receiver that copies each payload chunk out of a shared read buffer: copying and
+/// unmasking are both memory-bound, so fusing them saves a pass. Uses AVX2 when the CPU
+/// has it and `src` is at least 64 bytes; otherwise copies, then unmasks.
+pub fn unmask_into(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= SHORT && selected_kernel() == Kernel::Avx2 {
+        // SAFETY: `selected_kernel` returns `Avx2` only after AVX2 was detected on this CPU.
+        unsafe { x86::avx2_into(dst, src, key, phase) };
+        return;
+    }
+    let start = dst.len();
+    dst.extend_from_slice(src);
+    apply_mask(&mut dst[start..], key, phase);
+}
+
 /// The reference: one byte at a time, `buf[i] ^= key[(phase + i) % 4]`.
 ///
 /// Same contract as [`apply_mask`]; kept public so benchmarks and tests can compare against
@@ -194,8 +212,9 @@ mod x86 {
     //! hand the tail (under one vector) to the portable loop.
 
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm256_load_si256, _mm256_set1_epi32, _mm256_store_si256,
-        _mm256_xor_si256, _mm_load_si128, _mm_set1_epi32, _mm_store_si128, _mm_xor_si128,
+        __m128i, __m256i, _mm256_load_si256, _mm256_loadu_si256, _mm256_set1_epi32,
+        _mm256_store_si256, _mm256_storeu_si256, _mm256_xor_si256, _mm_load_si128, _mm_set1_epi32,
+        _mm_store_si128, _mm_xor_si128,
     };
 
     use super::{apply_mask_bytewise, apply_mask_fallback, rotate};
@@ -240,6 +259,58 @@ mod x86 {
             unsafe { _mm256_store_si256(p, _mm256_xor_si256(_mm256_load_si256(p), m)) }
         }
         apply_mask_fallback(vectors.into_remainder(), key, phase);
+    }
+
+    /// AVX2 kernel of [`super::unmask_into`]: unaligned loads from `src`, unaligned stores
+    /// into `dst`'s spare capacity, then one `set_len`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2_into(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) {
+        dst.reserve(src.len());
+        let start = dst.len();
+        let len = src.len();
+        let k = rotate(key, phase);
+        let m = _mm256_set1_epi32(i32::from_ne_bytes(k));
+        let from = src.as_ptr();
+        let to = dst.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let blocks = len / 128 * 128;
+        let vectors = len / 32 * 32;
+        let mut i = 0;
+        while i < blocks {
+            // SAFETY: `i + 128 <= len`: the loads stay inside `src`, and the stores inside
+            // the `len` bytes of spare capacity `reserve` guaranteed. Unaligned forms are
+            // used on both sides, so no alignment is assumed. AVX2 is enabled here.
+            unsafe {
+                let a = _mm256_loadu_si256(from.add(i).cast::<__m256i>());
+                let b = _mm256_loadu_si256(from.add(i + 32).cast::<__m256i>());
+                let c = _mm256_loadu_si256(from.add(i + 64).cast::<__m256i>());
+                let d = _mm256_loadu_si256(from.add(i + 96).cast::<__m256i>());
+                _mm256_storeu_si256(to.add(i).cast::<__m256i>(), _mm256_xor_si256(a, m));
+                _mm256_storeu_si256(to.add(i + 32).cast::<__m256i>(), _mm256_xor_si256(b, m));
+                _mm256_storeu_si256(to.add(i + 64).cast::<__m256i>(), _mm256_xor_si256(c, m));
+                _mm256_storeu_si256(to.add(i + 96).cast::<__m256i>(), _mm256_xor_si256(d, m));
+            }
+            i += 128;
+        }
+        while i < vectors {
+            // SAFETY: `i + 32 <= len`, as above.
+            unsafe {
+                let a = _mm256_loadu_si256(from.add(i).cast::<__m256i>());
+                _mm256_storeu_si256(to.add(i).cast::<__m256i>(), _mm256_xor_si256(a, m));
+            }
+            i += 32;
+        }
+        // `vectors` is a multiple of 4, so byte `j` of the tail uses `k[j % 4]`.
+        for (j, &byte) in src.iter().enumerate().skip(vectors) {
+            // SAFETY: `j < len`, inside the reserved spare capacity.
+            unsafe { to.add(j).write(byte ^ k[j & 3]) };
+        }
+        // SAFETY: the loops above initialised every byte of `start..start + len`, and
+        // `reserve` made room for them.
+        unsafe { dst.set_len(start + len) };
     }
 
     /// SSE2 kernel.
@@ -360,6 +431,24 @@ mod tests {
     }
 
     #[test]
+    fn unmask_into_matches_copy_then_bytewise() {
+        let src: Vec<u8> = (0..340).map(|i| (i * 13 + 5) as u8).collect();
+        for len in 0..=300 {
+            for offset in 0..32 {
+                for phase in 0..4 {
+                    let part = &src[offset..offset + len];
+                    let mut expect = b"kept".to_vec();
+                    expect.extend_from_slice(part);
+                    apply_mask_bytewise(&mut expect[4..], KEY, phase);
+                    let mut dst = b"kept".to_vec();
+                    unmask_into(&mut dst, part, KEY, phase);
+                    assert_eq!(dst, expect, "len {len}, offset {offset}, phase {phase}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rfc_6455_example_hello() {
         // RFC 6455 section 5.7: "Hello" masked with 37 fa 21 3d.
         let mut buf = *b"Hello";
@@ -414,6 +503,24 @@ mod tests {
                 apply_mask(&mut buf[pair[0]..pair[1]], key, pair[0]);
             }
             prop_assert_eq!(buf, expect);
+        }
+
+        #[test]
+        fn unmask_into_random(
+            data in proptest::collection::vec(any::<u8>(), 0..2048),
+            key in any::<[u8; 4]>(),
+            phase in 0usize..4,
+            spare in 0usize..64,
+        ) {
+            let mut expect = data.clone();
+            apply_mask_bytewise(&mut expect, key, phase);
+            // Any existing contents and capacity are kept and grown correctly.
+            let mut dst = Vec::with_capacity(spare);
+            dst.extend_from_slice(&data[..spare.min(data.len())]);
+            let before = dst.clone();
+            unmask_into(&mut dst, &data, key, phase);
+            prop_assert_eq!(&dst[..before.len()], &before[..]);
+            prop_assert_eq!(&dst[before.len()..], &expect[..]);
         }
     }
 }
