@@ -218,6 +218,11 @@ pub fn ws_deflate(data: &[u8]) {
         client
             .compress(message, &mut compressed)
             .unwrap_or_else(|e| panic!("compress failed: {e}"));
+        if compressed.is_empty() {
+            // What `Connection::send_message` does: an empty sync flush still needs the
+            // stored-block header before the tail the receiver appends.
+            compressed.push(0x00);
+        }
         let cut = usize::from(len) % (compressed.len() + 1);
         let mut out = Vec::new();
         server
