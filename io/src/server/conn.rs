@@ -25,7 +25,8 @@ use switchyard_core::codec::{self, Serializer};
 use switchyard_core::message::Message;
 use switchyard_core::router::{ConnId, TransportInfo};
 
-use super::core::{ConnShared, Core};
+use super::core::{ConnShared, Core, Framing, Out};
+use super::writev;
 use crate::config::{RawSocketService, Transport, WebSocketRoutes, WebSocketService};
 use crate::rawsocket::{self, RawSocketConn};
 use crate::ws::conn::{self as wsconn, Connection};
@@ -45,6 +46,16 @@ const RAWSOCKET_OPENING_TIMEOUT: Duration = Duration::from_secs(10);
 enum Wire {
     Ws(Box<Connection>),
     Raw(Box<RawSocketConn>),
+}
+
+/// A connection whose opening handshake completed.
+struct Opened {
+    wire: Wire,
+    serializer: Serializer,
+    /// Whether permessage-deflate was negotiated (its context is per connection).
+    deflate: bool,
+    /// RawSocket: the largest message the peer receives.
+    peer_max: usize,
 }
 
 /// Serves one accepted connection to its end.
@@ -72,16 +83,23 @@ async fn serve_inner(
         tracing::debug!(%peer, "opening handshake timed out");
         return Ok(());
     };
-    let Some((mut wire, serializer)) = opened? else {
+    let Some(Opened {
+        mut wire,
+        serializer,
+        deflate,
+        peer_max,
+    }) = opened?
+    else {
         return linger(stream).await;
     };
-    let kind = match wire {
-        Wire::Ws(_) => "websocket",
-        Wire::Raw(_) => "rawsocket",
+    let (kind, framing) = match &wire {
+        Wire::Ws(_) if deflate => ("websocket", Framing::PerConnection),
+        Wire::Ws(_) => ("websocket", Framing::WebSocket),
+        Wire::Raw(_) => ("rawsocket", Framing::RawSocket { peer_max }),
     };
     let (id, shared) = {
         let mut c = core.borrow_mut();
-        let (id, shared) = c.open(serializer);
+        let (id, shared) = c.open(serializer, framing);
         let now = c.now();
         let info = TransportInfo {
             kind: kind.to_owned(),
@@ -137,26 +155,46 @@ async fn run(
     loop {
         let done = events(core, wire, serializer, id, &mut out);
         let (queue, close) = shared.take();
-        for bytes in queue {
-            match wire {
-                Wire::Ws(ws) => ws.send_message(text, &bytes, &mut out),
-                Wire::Raw(raw) => {
-                    if let Err(e) = raw.send_message(&bytes, &mut out) {
-                        tracing::debug!(conn = id.0, error = ?e, "message not sent");
+        // The batch for one vectored write: the transport's own bytes gathered in `out`,
+        // cut wherever a shared fan-out frame goes between them.
+        let mut batch: Vec<Bytes> = Vec::new();
+        for item in queue {
+            match item {
+                // After the transport finished (its close frame written), nothing more.
+                Out::Frame(_) if done => {}
+                Out::Frame(frame) => {
+                    if !out.is_empty() {
+                        batch.push(Bytes::from(std::mem::take(&mut out)));
                     }
+                    batch.push(frame);
                 }
+                Out::Message(bytes) => match wire {
+                    Wire::Ws(ws) => ws.send_message(text, &bytes, &mut out),
+                    Wire::Raw(raw) => {
+                        if let Err(e) = raw.send_message(&bytes, &mut out) {
+                            tracing::debug!(conn = id.0, error = ?e, "message not sent");
+                        }
+                    }
+                },
             }
         }
-        if close {
+        if let Some(code) = close {
             if let Wire::Ws(ws) = wire {
-                ws.close(1000, "", &mut out);
+                ws.close(code, "", &mut out);
             }
         }
         if !out.is_empty() {
-            let (result, _) = stream.write_all(std::mem::take(&mut out)).await;
-            result?;
+            batch.push(Bytes::from(std::mem::take(&mut out)));
         }
-        if done || close {
+        match batch.len() {
+            0 => {}
+            1 => {
+                let (result, _) = stream.write_all(batch.swap_remove(0)).await;
+                result?;
+            }
+            _ => writev::write_all(stream, batch).await?,
+        }
+        if done || close.is_some() {
             return Ok(());
         }
         let timer = match wire {
@@ -277,10 +315,7 @@ async fn wait(stream: &TcpStream, shared: &ConnShared, timer: Option<Instant>) -
 
 /// Reads the opening bytes and completes the transport's handshake. `Ok(None)`: refused
 /// (the refusal is written) or the peer left.
-async fn open(
-    stream: &mut TcpStream,
-    transport: &Transport,
-) -> io::Result<Option<(Wire, Serializer)>> {
+async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Option<Opened>> {
     let mut head = Vec::new();
     loop {
         stream.readable(false).await?;
@@ -333,13 +368,19 @@ async fn open(
                     (Some(params), Some(c)) => Some(PerMessageDeflate::new(params, c)),
                     _ => None,
                 };
+                let compresses = deflate.is_some();
                 let mut conn = Connection::new(wsconn::Role::Server, service.conn.clone(), deflate);
                 if let Some(rest) = head.get(accepted.consumed..) {
                     if !rest.is_empty() {
                         conn.handle_read(rest);
                     }
                 }
-                return Ok(Some((Wire::Ws(Box::new(conn)), serializer)));
+                return Ok(Some(Opened {
+                    wire: Wire::Ws(Box::new(conn)),
+                    serializer,
+                    deflate: compresses,
+                    peer_max: 0,
+                }));
             }
         }
     }
@@ -373,7 +414,7 @@ async fn open_raw(
     stream: &mut TcpStream,
     service: &RawSocketService,
     head: Vec<u8>,
-) -> io::Result<Option<(Wire, Serializer)>> {
+) -> io::Result<Option<Opened>> {
     let config = rawsocket::Config {
         max_message_size: service.max_message_size,
         serializers: service
@@ -396,12 +437,20 @@ async fn open_raw(
             result?;
         }
         match conn.poll_event() {
-            Some(rawsocket::Event::Open { serializer, .. }) => {
+            Some(rawsocket::Event::Open {
+                serializer,
+                peer_max_message_size,
+            }) => {
                 let serializer = match serializer {
                     rawsocket::Serializer::MsgPack => Serializer::MsgPack,
                     _ => Serializer::Json,
                 };
-                return Ok(Some((Wire::Raw(Box::new(conn)), serializer)));
+                return Ok(Some(Opened {
+                    wire: Wire::Raw(Box::new(conn)),
+                    serializer,
+                    deflate: false,
+                    peer_max: peer_max_message_size,
+                }));
             }
             Some(rawsocket::Event::Failed(e)) => {
                 tracing::debug!(error = %e, "rawsocket handshake refused");

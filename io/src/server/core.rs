@@ -23,6 +23,9 @@ use switchyard_core::codec::{self, Serializer};
 use switchyard_core::message::{Goodbye, Message};
 use switchyard_core::router::{ConnId, Output, Shard, Time};
 
+use crate::rawsocket::{self, FrameType};
+use crate::ws::frame::{self, OpCode};
+
 /// The most outbound bytes one connection may have queued before it is disconnected.
 pub(super) const OUTBOUND_LIMIT: usize = 16 << 20;
 /// Messages a link holds in flight between two cores; past it the sender keeps them in
@@ -31,16 +34,53 @@ pub(super) const LINK_CAPACITY: usize = 4096;
 /// Messages from one link handled before the shard's outputs are dispatched.
 pub(super) const MAILBOX_BATCH: usize = 256;
 
+/// One queued outbound item.
+pub(super) enum Out {
+    /// An encoded WAMP message the connection's transport frames.
+    Message(Bytes),
+    /// A complete frame, framed once by the core for every connection of one transport
+    /// kind in a fan-out; written as it is, never copied per connection.
+    Frame(Bytes),
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Self::Message(b) | Self::Frame(b) => b.len(),
+        }
+    }
+}
+
+/// How the core may pre-frame a fan-out for a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// Every message is framed by the connection (e.g. permessage-deflate, whose
+    /// compression context is the connection's own).
+    PerConnection,
+    /// An uncompressed WebSocket: one unmasked server frame fits every such connection.
+    WebSocket,
+    /// RawSocket: one prefixed frame fits every connection whose peer accepts its length.
+    RawSocket {
+        /// The largest message the peer receives.
+        peer_max: usize,
+    },
+}
+
 /// What a connection driver shares with its core.
 pub(super) struct ConnShared {
     /// The connection's serializer (for the shutdown GOODBYE).
     pub(super) serializer: Serializer,
-    /// Encoded WAMP messages waiting to be framed and written.
-    queue: RefCell<VecDeque<Bytes>>,
+    /// How fan-outs may be pre-framed for this connection.
+    framing: Framing,
+    /// Messages and frames waiting to be written.
+    queue: RefCell<VecDeque<Out>>,
     /// The bytes in `queue`.
     queued: Cell<usize>,
     /// Close after writing what is queued.
     close: Cell<bool>,
+    /// The WebSocket close code: 1002 when the session ended in a protocol violation (as
+    /// Crossbar closes), 1000 otherwise.
+    close_code: Cell<u16>,
     /// The driver waiting for output, if any.
     waker: Cell<Option<Waker>>,
     /// Between HELLO and WELCOME/ABORT: the next outputs are decoded once to log the join.
@@ -48,12 +88,14 @@ pub(super) struct ConnShared {
 }
 
 impl ConnShared {
-    pub(super) fn new(serializer: Serializer) -> Self {
+    pub(super) fn new(serializer: Serializer, framing: Framing) -> Self {
         Self {
             serializer,
+            framing,
             queue: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
             close: Cell::new(false),
+            close_code: Cell::new(1000),
             waker: Cell::new(None),
             joining: Cell::new(false),
         }
@@ -69,20 +111,21 @@ impl ConnShared {
         self.waker.set(Some(waker.clone()));
     }
 
-    /// Takes every queued message, and whether the connection must close after them.
-    pub(super) fn take(&self) -> (VecDeque<Bytes>, bool) {
+    /// Takes every queued item, and the WebSocket close code if the connection must close
+    /// after them.
+    pub(super) fn take(&self) -> (VecDeque<Out>, Option<u16>) {
         self.queued.set(0);
         (
             std::mem::take(&mut *self.queue.borrow_mut()),
-            self.close.get(),
+            self.close.get().then(|| self.close_code.get()),
         )
     }
 
-    fn push(&self, conn: ConnId, bytes: Bytes) {
+    fn push(&self, conn: ConnId, item: Out) {
         if self.close.get() {
             return;
         }
-        let queued = self.queued.get() + bytes.len();
+        let queued = self.queued.get() + item.len();
         if queued > OUTBOUND_LIMIT {
             tracing::warn!(
                 conn = conn.0,
@@ -94,7 +137,7 @@ impl ConnShared {
             self.close.set(true);
         } else {
             self.queued.set(queued);
-            self.queue.borrow_mut().push_back(bytes);
+            self.queue.borrow_mut().push_back(item);
         }
         self.wake();
     }
@@ -102,6 +145,21 @@ impl ConnShared {
     fn close(&self) {
         self.close.set(true);
         self.wake();
+    }
+
+    /// Before a shard-requested close: if the last queued message is an ABORT for a
+    /// protocol violation, the WebSocket closes with 1002. Decoded only here, once per
+    /// closing connection.
+    fn note_close_reason(&self) {
+        let queue = self.queue.borrow();
+        let Some(Out::Message(last)) = queue.back() else {
+            return;
+        };
+        if let Ok(Message::Abort(abort)) = codec::decode(self.serializer, last.clone()) {
+            if abort.reason == "wamp.error.protocol_violation" {
+                self.close_code.set(1002);
+            }
+        }
     }
 
     fn wake(&self) {
@@ -191,10 +249,14 @@ impl Core {
     }
 
     /// Registers a new connection and returns its id and shared state.
-    pub(super) fn open(&mut self, serializer: Serializer) -> (ConnId, Rc<ConnShared>) {
+    pub(super) fn open(
+        &mut self,
+        serializer: Serializer,
+        framing: Framing,
+    ) -> (ConnId, Rc<ConnShared>) {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let shared = Rc::new(ConnShared::new(serializer));
+        let shared = Rc::new(ConnShared::new(serializer, framing));
         self.conns.insert(id, Rc::clone(&shared));
         (id, shared)
     }
@@ -226,18 +288,17 @@ impl Core {
                         if c.joining.get() {
                             log_join(self.shard.index(), conn, c, &bytes);
                         }
-                        c.push(conn, bytes);
+                        c.push(conn, Out::Message(bytes));
                     }
                 }
-                Output::Fanout { conns, bytes, .. } => {
-                    for conn in conns {
-                        if let Some(c) = self.conns.get(&conn) {
-                            c.push(conn, bytes.clone());
-                        }
-                    }
-                }
+                Output::Fanout {
+                    conns,
+                    serializer,
+                    bytes,
+                } => self.fanout(&conns, serializer, &bytes),
                 Output::Close { conn } => {
                     if let Some(c) = self.conns.get(&conn) {
+                        c.note_close_reason();
                         c.close();
                     }
                 }
@@ -248,6 +309,37 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// Queues one message for many connections: framed at most once per transport kind,
+    /// and the same frame handed to every connection of that kind.
+    fn fanout(&self, conns: &[ConnId], serializer: Serializer, bytes: &Bytes) {
+        let mut ws: Option<Bytes> = None;
+        let mut raw: Option<Bytes> = None;
+        for &conn in conns {
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            let item = match c.framing {
+                Framing::WebSocket => Out::Frame(
+                    ws.get_or_insert_with(|| {
+                        let opcode = match serializer {
+                            Serializer::Json => OpCode::Text,
+                            Serializer::MsgPack => OpCode::Binary,
+                        };
+                        frame::server_frame(opcode, bytes)
+                    })
+                    .clone(),
+                ),
+                Framing::RawSocket { peer_max } if bytes.len() <= peer_max => Out::Frame(
+                    raw.get_or_insert_with(|| rawsocket::frame(FrameType::Message, bytes))
+                        .clone(),
+                ),
+                // Over the peer's limit the transport refuses it (and logs why).
+                Framing::RawSocket { .. } | Framing::PerConnection => Out::Message(bytes.clone()),
+            };
+            c.push(conn, item);
         }
     }
 
@@ -271,7 +363,7 @@ impl Core {
                 let _ = codec::encode(c.serializer, &goodbye, &mut out);
                 Bytes::from(out)
             });
-            c.push(*conn, bytes.clone());
+            c.push(*conn, Out::Message(bytes.clone()));
             c.close();
         }
     }

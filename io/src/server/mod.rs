@@ -12,12 +12,16 @@
 //! `wamp.close.system_shutdown` to each session, drains writes until [`DRAIN_DEADLINE`],
 //! and `run` returns.
 //!
+//! A fan-out is framed once per transport kind (uncompressed WebSocket, RawSocket) and the
+//! same `Bytes` frame is queued on every such connection; a connection writes its batch
+//! of queued frames with one vectored write (`writev`).
+//!
 //! What it does not do yet: TLS, Unix-socket endpoints, several worker processes (the
-//! configuration check refuses them), vectored writes (each write is one buffer), and
-//! framing a fan-out once per transport (each connection frames its own copy).
+//! configuration check refuses them).
 
 mod conn;
 mod core;
+mod writev;
 
 use std::cell::RefCell;
 use std::fmt;

@@ -290,21 +290,47 @@ def garbage_connections(host, ws_port, raw_port):
     seen.append(("rawsocket-handshake", s2.recv(4)))
     body = b'[70, 1, {}, [1]]'
     s2.sendall(len(body).to_bytes(4, "big") + body)
-    s3 = socket.create_connection((host, ws_port), WAIT)
-    s3.sendall(
+    s3 = upgraded(host, ws_port, seen)
+    # An unmasked client frame is a WebSocket protocol error: the server closes with 1002.
+    s3.sendall(b"\x81\x02[]")
+    # A WAMP protocol violation over WebSocket (YIELD before HELLO): ABORT, then close 1002
+    # as Crossbar does.
+    s4 = upgraded(host, ws_port, seen)
+    body = b'[70, 1, {}, [1]]'
+    key = b"\x01\x02\x03\x04"
+    s4.sendall(b"\x81" + bytes([0x80 | len(body)]) + key + bytes(b ^ key[i % 4] for i, b in enumerate(body)))
+    return [s1, s2, s3, s4], seen
+
+
+def upgraded(host, port, seen):
+    s = socket.create_connection((host, port), WAIT)
+    s.sendall(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         b"Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
     )
     head = b""
     while b"\r\n\r\n" not in head:
-        chunk = s3.recv(4096)
+        chunk = s.recv(4096)
         assert chunk, "websocket upgrade refused"
         head += chunk
     seen.append(("websocket-upgrade", head.split(b"\r\n")[0]))
-    # An unmasked client frame is a protocol error: the server closes with 1002.
-    s3.sendall(b"\x81\x02[]")
-    return [s1, s2, s3], seen
+    return s
+
+
+def frames(data):
+    """The (opcode, payload) of each unmasked server frame in `data`."""
+    out = []
+    while len(data) >= 2:
+        n = data[1] & 0x7F
+        at = 2
+        if n == 126:
+            n, at = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            n, at = int.from_bytes(data[2:10], "big"), 10
+        out.append((data[0] & 0x0F, data[at : at + n]))
+        data = data[at + n :]
+    return out
 
 
 def read_until_closed(sock):
@@ -327,13 +353,16 @@ async def garbage(node):
         None, garbage_connections, node.args.host, node.args.ws_port, node.args.raw_port
     )
     assert seen[0][0] == "rawsocket-handshake" and seen[0][1][:1] == b"\x7f", seen
-    assert seen[1] == ("websocket-upgrade", b"HTTP/1.1 101 Switching Protocols"), seen
+    assert seen[1:] == [("websocket-upgrade", b"HTTP/1.1 101 Switching Protocols")] * 2, seen
     tails = await asyncio.get_running_loop().run_in_executor(
         None, lambda: [read_until_closed(s) for s in socks]
     )
     # The WebSocket ends with a close frame carrying 1002 (protocol error), as Crossbar does.
-    ws_tail = tails[2]
-    assert ws_tail[:1] == b"\x88" and ws_tail[2:4] == (1002).to_bytes(2, "big"), ws_tail
+    assert frames(tails[2]) == [(8, (1002).to_bytes(2, "big"))], tails[2]
+    abort, close = frames(tails[3])
+    assert abort[0] == 1 and json.loads(abort[1])[0] == 3, abort
+    assert json.loads(abort[1])[2] == "wamp.error.protocol_violation", abort
+    assert close == (8, (1002).to_bytes(2, "big")), close
     # The RawSocket session was told ABORT before its connection closed.
     assert b"wamp.error.protocol_violation" in tails[1], tails[1]
     res = await asyncio.wait_for(a.call("com.example.double", 21), WAIT)
