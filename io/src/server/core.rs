@@ -10,6 +10,12 @@
 //! [`OUTBOUND_LIMIT`]. A connection past it is disconnected (its queue dropped, a warning
 //! logged naming the session's connection and the bytes queued): memory stays bounded and
 //! the other sessions are not held back by it.
+//!
+//! Stalled-core policy: the messages waiting for room in the link toward another core are
+//! bounded by [`BACKLOG_LIMIT`] bytes. A core that stops draining its link for that long
+//! is treated as down: the backlog is dropped, nothing more is sent to it, an error is
+//! logged, and this core's shard drops everything that core owned (`handle_shard_down`),
+//! so that callers get errors instead of waiting forever and memory stays bounded.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -31,6 +37,9 @@ pub(super) const OUTBOUND_LIMIT: usize = 16 << 20;
 /// Messages a link holds in flight between two cores; past it the sender keeps them in
 /// order in its local backlog until the receiver catches up.
 pub(super) const LINK_CAPACITY: usize = 4096;
+/// The most bytes waiting in the local backlog toward one core before that core is
+/// treated as down (see the module's stalled-core policy).
+pub(super) const BACKLOG_LIMIT: usize = 256 << 20;
 /// Messages from one link handled before the shard's outputs are dispatched.
 pub(super) const MAILBOX_BATCH: usize = 256;
 
@@ -174,39 +183,76 @@ impl ConnShared {
 pub(super) struct LinkOut {
     tx: flume::Sender<Bytes>,
     backlog: RefCell<VecDeque<Bytes>>,
+    /// The bytes in `backlog`.
+    backlogged: Cell<usize>,
+    /// The backlog went past [`BACKLOG_LIMIT`]: the other core is treated as down.
+    broken: Cell<bool>,
+    limit: usize,
     waker: Cell<Option<Waker>>,
 }
 
+/// What became of a message sent on a link.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// In the link or its backlog.
+    Queued,
+    /// Dropped: the link is broken (this message broke it, or an earlier one did).
+    Dropped,
+    /// This message broke the link: the caller treats the other core as down.
+    Broke,
+}
+
 impl LinkOut {
-    pub(super) fn new(tx: flume::Sender<Bytes>) -> Self {
+    pub(super) fn new(tx: flume::Sender<Bytes>, limit: usize) -> Self {
         Self {
             tx,
             backlog: RefCell::new(VecDeque::new()),
+            backlogged: Cell::new(0),
+            broken: Cell::new(false),
+            limit,
             waker: Cell::new(None),
         }
     }
 
-    fn send(&self, bytes: Bytes) {
+    fn send(&self, bytes: Bytes) -> Sent {
+        if self.broken.get() {
+            return Sent::Dropped;
+        }
         // Behind a backlog, a message must wait its turn: links are FIFO.
         if self.backlog.borrow().is_empty() {
             match self.tx.try_send(bytes) {
-                Ok(()) => return,
-                Err(flume::TrySendError::Full(bytes)) => self.backlog.borrow_mut().push_back(bytes),
-                Err(flume::TrySendError::Disconnected(_)) => return,
+                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return Sent::Queued,
+                Err(flume::TrySendError::Full(bytes)) => self.backlog_push(bytes),
             }
         } else {
-            self.backlog.borrow_mut().push_back(bytes);
+            self.backlog_push(bytes);
+        }
+        if self.backlogged.get() > self.limit {
+            self.broken.set(true);
+            self.backlog.borrow_mut().clear();
+            self.backlogged.set(0);
+            return Sent::Broke;
         }
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+        Sent::Queued
+    }
+
+    fn backlog_push(&self, bytes: Bytes) {
+        self.backlogged.set(self.backlogged.get() + bytes.len());
+        self.backlog.borrow_mut().push_back(bytes);
     }
 
     /// Moves the backlog into the link, waiting for room; runs as a task per link.
     pub(super) async fn pump(self: Rc<Self>) {
         loop {
             let next = poll_fn(|cx| match self.backlog.borrow_mut().pop_front() {
-                Some(bytes) => Poll::Ready(bytes),
+                Some(bytes) => {
+                    self.backlogged
+                        .set(self.backlogged.get().saturating_sub(bytes.len()));
+                    Poll::Ready(bytes)
+                }
                 None => {
                     self.waker.set(Some(cx.waker().clone()));
                     Poll::Pending
@@ -303,9 +349,21 @@ impl Core {
                     }
                 }
                 Output::Peer { to, bytes } => {
-                    match self.links.get(usize::from(to)).and_then(Option::as_ref) {
+                    let sent = match self.links.get(usize::from(to)).and_then(Option::as_ref) {
                         Some(link) => link.send(bytes),
-                        None => tracing::error!(to, "peer message for an unknown core dropped"),
+                        None => {
+                            tracing::error!(to, "peer message for an unknown core dropped");
+                            Sent::Dropped
+                        }
+                    };
+                    if sent == Sent::Broke {
+                        tracing::error!(
+                            to,
+                            "core {to} stopped draining its link (over {BACKLOG_LIMIT} bytes \
+                             waiting): treating it as down"
+                        );
+                        let now = self.now();
+                        self.shard.handle_shard_down(now, to);
                     }
                 }
             }
@@ -384,5 +442,49 @@ fn log_join(core: u16, conn: ConnId, c: &ConnShared, bytes: &Bytes) {
         }
         Ok(Message::Abort(_)) => c.joining.set(false),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link of capacity 1 whose receiver never drains: the backlog grows to the limit,
+    /// the message past it breaks the link, and later messages are dropped.
+    #[test]
+    fn a_stalled_link_breaks_at_its_backlog_limit() {
+        let (tx, rx) = flume::bounded(1);
+        let link = LinkOut::new(tx, 10);
+        let msg = || Bytes::from_static(b"four");
+        let sent: Vec<Sent> = (0..6).map(|_| link.send(msg())).collect();
+        // 1 in the channel, then 4 + 4 bytes backlogged (8 <= 10), then 12 > 10 breaks it.
+        assert_eq!(
+            sent,
+            [
+                Sent::Queued,
+                Sent::Queued,
+                Sent::Queued,
+                Sent::Broke,
+                Sent::Dropped,
+                Sent::Dropped
+            ]
+        );
+        assert_eq!(link.backlogged.get(), 0);
+        assert!(link.backlog.borrow().is_empty());
+        assert_eq!(rx.len(), 1);
+    }
+
+    /// Below the limit, the backlog keeps FIFO order behind the channel.
+    #[test]
+    fn the_backlog_keeps_order_below_its_limit() {
+        let (tx, rx) = flume::bounded(2);
+        let link = LinkOut::new(tx, 1 << 20);
+        for i in 0..5u8 {
+            assert_eq!(link.send(Bytes::from(vec![i])), Sent::Queued);
+        }
+        assert_eq!(link.backlogged.get(), 3);
+        let order: Vec<u8> = rx.drain().map(|b| b[0]).collect();
+        let rest: Vec<u8> = link.backlog.borrow().iter().map(|b| b[0]).collect();
+        assert_eq!((order, rest), (vec![0, 1], vec![2, 3, 4]));
     }
 }

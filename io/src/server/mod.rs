@@ -38,7 +38,7 @@ use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 use switchyard_core::router::{Shard, ShardConfig};
 
-use self::core::{Core, LinkOut, LINK_CAPACITY, MAILBOX_BATCH};
+use self::core::{Core, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
 use crate::config::{Endpoint, NodeConfig, Transport, TransportKind, WebSocketRoutes};
 use crate::echo::{self, EchoConfig};
 
@@ -251,7 +251,7 @@ fn core_thread(
     runtime.block_on(async move {
         let links: Vec<Option<Rc<LinkOut>>> = links_out
             .into_iter()
-            .map(|tx| tx.map(|tx| Rc::new(LinkOut::new(tx))))
+            .map(|tx| tx.map(|tx| Rc::new(LinkOut::new(tx, BACKLOG_LIMIT))))
             .collect();
         for link in links.iter().flatten() {
             monoio::spawn(Rc::clone(link).pump());
