@@ -100,18 +100,36 @@ impl Node {
         ));
         std::fs::create_dir_all(&dir).expect("a node directory");
         std::fs::write(dir.join("config.json"), config.to_string()).expect("config written");
-        let mut child = Command::new(binary())
-            .args([
-                "start",
-                "--loglevel",
-                "info",
-                "--logformat",
-                "json",
-                "--cores",
-            ])
-            .arg(cores.to_string())
-            .arg("--cbdir")
-            .arg(&dir)
+        let mut cmd = Command::new(binary());
+        cmd.args([
+            "start",
+            "--loglevel",
+            "info",
+            "--logformat",
+            "json",
+            "--cores",
+        ])
+        .arg(cores.to_string())
+        .arg("--cbdir")
+        .arg(&dir);
+        Self::launch(cmd, dir, ports)
+    }
+
+    /// Starts `switchyard start` with no arguments in an empty directory, as a user's first
+    /// command does (the embedded default configuration), and waits for `ports`.
+    pub fn start_default(ports: &[u16]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-tests-default-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a working directory");
+        let mut cmd = Command::new(binary());
+        cmd.args(["start", "--logformat", "json"])
+            .current_dir(&dir)
+            .env_remove("CROSSBAR_DIR");
+        Self::launch(cmd, dir, ports)
+    }
+
+    fn launch(mut cmd: Command, dir: PathBuf, ports: &[u16]) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
