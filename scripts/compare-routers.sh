@@ -17,7 +17,8 @@
 #   e.g. scripts/compare-routers.sh switchyard=ws://127.0.0.1:8080/ws
 # Environment: DURATION (s, default 5), SUBSCRIBERS (default 1000), PUB_RATE (events/s
 #   published, default 100), ROUTER_CPU (0), LOAD_CPU (1), LOADGEN_BIN (default: build it),
-#   SKIP_CROSSBAR=1 to compare only the given URLs, OUT (results folder).
+#   SKIP_CROSSBAR=1 to compare only the given URLs, OUT (results folder),
+#   OTHER_ROUTER_PID (pid of the other router, for its CPU and memory figures).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -74,6 +75,9 @@ trap cleanup EXIT
 run_router() {
     local name="$1" url="$2"
     local common=(--url "$url" --serializer json --cpus "$LOAD_CPU" --duration "$DURATION" --warmup 1 --drain 2)
+    if [[ -n "${ROUTER_PID:-}" ]]; then
+        common+=(--router-pid "$ROUTER_PID")
+    fi
     echo "== $name ($url)" >&2
     "$LOADGEN_BIN" rpc "${common[@]}" --callers 1 --callees 1 --in-flight 1 --json "$OUT/$name-rpc-seq.json" >&2 || true
     "$LOADGEN_BIN" rpc "${common[@]}" --callers 4 --callees 4 --in-flight 16 --json "$OUT/$name-rpc.json" >&2 || true
@@ -90,6 +94,7 @@ if [[ "${SKIP_CROSSBAR:-0}" != 1 ]]; then
     taskset -c "$ROUTER_CPU" "$VENV/bin/crossbar" start --cbdir "$cbdir" --loglevel warn \
         --shutdownafter "$shutdown_after" >"$OUT/crossbar.log" 2>&1 &
     crossbar_pid=$!
+    ROUTER_PID=$crossbar_pid
     if ! wait_port 8090; then
         echo "crossbar did not start; see $OUT/crossbar.log" >&2
         exit 1
@@ -98,10 +103,12 @@ if [[ "${SKIP_CROSSBAR:-0}" != 1 ]]; then
     names+=(crossbar)
     cleanup
     crossbar_pid=""
+    ROUTER_PID=""
 fi
 for arg in "$@"; do
     name="${arg%%=*}"
     url="${arg#*=}"
+    ROUTER_PID="${OTHER_ROUTER_PID:-}"
     run_router "$name" "$url"
     names+=("$name")
 done
@@ -112,7 +119,9 @@ out, names = sys.argv[1], sys.argv[2:]
 rows = [("rpc-seq", "per_sec", "sequential calls/s"), ("rpc-seq", "p50_us", "sequential p50 µs"),
         ("rpc-seq", "p99_us", "sequential p99 µs"), ("rpc", "per_sec", "calls/s (4x16 in flight)"),
         ("rpc", "failures", "rpc failures"), ("pubsub", "per_sec", "events/s delivered"),
-        ("pubsub", "p99_us", "event p99 µs"), ("pubsub", "lost", "events lost")]
+        ("pubsub", "p99_us", "event p99 µs"), ("pubsub", "lost", "events lost or late"),
+        ("rpc", "router_cpu_ms", "router CPU ms (rpc run)"), ("rpc", "loadgen_cpu_ms", "load generator CPU ms (rpc run)"),
+        ("pubsub", "router_cpu_ms", "router CPU ms (pubsub run)"), ("pubsub", "loadgen_cpu_ms", "load generator CPU ms (pubsub run)")]
 def fig(name, kind, key):
     try:
         with open(os.path.join(out, f"{name}-{kind}.json")) as f:

@@ -295,7 +295,8 @@ fn run(
     }
     let setup = args.setup.unwrap_or(match &scenario {
         Scenario::Connect(c) => c.sessions as f64 / c.rate.max(1e-3) + 5.0,
-        _ => 2.0 + conns as f64 / 2000.0,
+        // Slow routers (Crossbar joins a few hundred sessions per second) need the time.
+        _ => 3.0 + conns as f64 / 200.0,
     });
     let plan = Plan {
         common: Common {
@@ -336,15 +337,31 @@ fn run(
         fit.sources
     );
     let router = args.router_pid.or(router_pid);
-    let cpu0 = router.and_then(connect::cpu_ticks);
+    // A router's CPU and memory include its worker processes (Crossbar runs one per
+    // router worker, Switchyard one per worker process).
+    let tree_cpu = |pid: u32| -> u64 {
+        connect::process_tree(pid)
+            .into_iter()
+            .filter_map(connect::cpu_ticks)
+            .sum()
+    };
+    let cpu0 = router.map(tree_cpu);
+    let own0 = connect::cpu_ticks(std::process::id());
     let mut stats = scenario::run(plan.clone(), fit.workers)?;
-    if let Some(pid) = router {
-        if let Some(rss) = connect::rss_kib(Some(pid)) {
-            stats.add("router_rss_kib", rss);
+    // /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
+    if let (Some(a), Some(b)) = (own0, connect::cpu_ticks(std::process::id())) {
+        if fit.workers == 1 {
+            stats.add("loadgen_cpu_ms", (b - a) * 10);
         }
-        if let (Some(a), Some(b)) = (cpu0, connect::cpu_ticks(pid)) {
-            // /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
-            stats.add("router_cpu_ms", (b - a) * 10);
+    }
+    if let Some(pid) = router {
+        let rss: u64 = connect::process_tree(pid)
+            .into_iter()
+            .filter_map(|p| connect::rss_kib(Some(p)))
+            .sum();
+        stats.add("router_rss_kib", rss);
+        if let Some(a) = cpu0 {
+            stats.add("router_cpu_ms", tree_cpu(pid).saturating_sub(a) * 10);
         }
     }
     let r = report::build(&plan, stats);

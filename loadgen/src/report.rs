@@ -105,7 +105,10 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
                 "events delivered in window".into(),
                 per_sec(stats.counter("events_measured")),
             ));
-            rows.push(("events lost".into(), lost.to_string()));
+            rows.push((
+                "events lost (not delivered by the end of the drain)".into(),
+                lost.to_string(),
+            ));
             rows.push(("sequence gaps seen".into(), stats.gaps.to_string()));
             rows.push(("reordered".into(), stats.late.to_string()));
             rows.push(("duplicates".into(), stats.duplicates.to_string()));
@@ -175,6 +178,11 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
     figures.insert("p50_us".into(), stats.latency.quantile(0.5) as f64 / 1e3);
     figures.insert("p99_us".into(), stats.latency.quantile(0.99) as f64 / 1e3);
     figures.insert("failures".into(), stats.failure_count() as f64);
+    for k in ["router_cpu_ms", "loadgen_cpu_ms", "router_rss_kib"] {
+        if let Some(v) = stats.counters.get(k) {
+            figures.insert(k.into(), *v as f64);
+        }
+    }
     let mut r = Report {
         figures,
         scenario: plan.scenario.name().into(),
