@@ -88,6 +88,11 @@ pub(super) struct PendingRegister {
     policy: MatchPolicy,
     invoke: InvokePolicy,
     pub(super) wait: Wait,
+    /// Calls that reached the callee before its REGISTERED did, as (caller shard, call):
+    /// another shard's replica may route to the callee as soon as it applied the owner's
+    /// change, while this shard still waits for the other acknowledgements. They are
+    /// handed to the callee right after REGISTERED, in arrival order.
+    parked: Vec<(u16, Invoke)>,
 }
 
 impl Shard {
@@ -128,6 +133,7 @@ impl Shard {
                 policy,
                 invoke,
                 wait: Wait::new(self.live_shards()),
+                parked: Vec::new(),
             }),
         );
         let owner = self.owner(realm, &m.procedure, policy);
@@ -235,6 +241,84 @@ impl Shard {
         if let Some((_, serializer)) = self.joined(p.conn) {
             self.send_error(p.conn, serializer, MessageType::Register, p.request, error);
         }
+        self.unpark(p.parked);
+    }
+
+    /// Hands parked calls to `peer_invoke` again, in order: each is delivered, parked
+    /// behind another pending REGISTER of its callee, or failed.
+    fn unpark(&mut self, parked: Vec<(u16, Invoke)>) {
+        for (from, i) in parked {
+            self.peer_invoke(from, i);
+        }
+    }
+
+    /// Parks a call for a callee whose REGISTER is still waiting for acknowledgements (or
+    /// a later chunk of a call parked so); gives the call back when there is none.
+    fn park_invoke(&mut self, from: u16, i: Invoke) -> Option<Invoke> {
+        let key = (from, i.caller, i.call);
+        let limit = self.config.limits.pending_invocations_per_session;
+        let mut slot = None;
+        for p in self.pending.values_mut() {
+            let Pending::Register(p) = p else {
+                continue;
+            };
+            let chunk = p.parked.iter().any(|(f, q)| (*f, q.caller, q.call) == key);
+            if chunk || (slot.is_none() && p.session == i.callee) {
+                slot = Some(p);
+                if chunk {
+                    break;
+                }
+            }
+        }
+        let Some(p) = slot else {
+            return Some(i);
+        };
+        if p.parked.len() < limit {
+            p.parked.push((from, i));
+        } else {
+            // The bound keeps a callee whose REGISTER never completes from holding an
+            // unbounded queue; past it the call fails as a busy callee's would.
+            let e = CallError {
+                caller: i.caller,
+                call: i.call,
+                error: "wamp.error.limit_exceeded".to_owned(),
+                details: Dict::new(),
+                payload: Payload::empty(),
+            };
+            self.send_peer(from, PeerMsg::CallError(Box::new(e)));
+        }
+        None
+    }
+
+    /// A call for a callee that does not hold the registration yet but waits for its
+    /// REGISTER to complete is parked (`None`); anything else is given back.
+    fn park_if_registering(&mut self, from: u16, i: Invoke) -> Option<Invoke> {
+        let holds = self
+            .by_id
+            .get(&i.callee)
+            .and_then(|c| self.sessions.get(c))
+            .and_then(|s| s.joined())
+            .is_some_and(|j| j.registrations.contains(&i.registration));
+        if holds {
+            return Some(i);
+        }
+        self.park_invoke(from, i)
+    }
+
+    /// Takes a parked call back out (it was canceled before the callee saw it).
+    fn unpark_one(&mut self, from: u16, caller: Id, call: Id) -> bool {
+        for p in self.pending.values_mut() {
+            let Pending::Register(p) = p else {
+                continue;
+            };
+            let before = p.parked.len();
+            p.parked
+                .retain(|(f, q)| (*f, q.caller, q.call) != (from, caller, call));
+            if p.parked.len() != before {
+                return true;
+            }
+        }
+        false
     }
 
     pub(super) fn register_done(&mut self, p: PendingRegister) {
@@ -244,9 +328,11 @@ impl Shard {
         let alive = self.by_id.get(&p.session) == Some(&p.conn);
         if !alive {
             self.give_back_registration(p.realm, id, p.session);
+            self.unpark(p.parked);
             return;
         }
         let Some(s) = self.sessions.get_mut(&p.conn) else {
+            self.unpark(p.parked);
             return;
         };
         let serializer = s.serializer;
@@ -259,6 +345,7 @@ impl Shard {
         });
         self.send(p.conn, serializer, &msg);
         self.meta_on_register(p.realm, p.session, id, &p.uri, p.policy, p.invoke);
+        self.unpark(p.parked);
     }
 
     /// Removes a callee here at once (so no new call picks it) and asks the owner to
@@ -486,7 +573,15 @@ impl Shard {
     /// A call arrived for a callee on this shard.
     pub(super) fn peer_invoke(&mut self, from: u16, i: Invoke) {
         let key = (from, i.caller, i.call);
-        if let Some(&(callee, request)) = self.inbound_calls.get(&key) {
+        let known = self.inbound_calls.get(&key).copied();
+        let i = match known {
+            Some(_) => i,
+            None => match self.park_if_registering(from, i) {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        if let Some((callee, request)) = known {
             // A later chunk of a progressive invocation.
             let Some(&conn) = self.by_id.get(&callee) else {
                 return;
@@ -786,6 +881,17 @@ impl Shard {
         reason: &str,
     ) {
         let Some(&(callee, request)) = self.inbound_calls.get(&(from, caller, call)) else {
+            if self.unpark_one(from, caller, call) && mode == CancelMode::Kill {
+                // The callee never saw the call; a `kill` caller waits for an answer.
+                let e = CallError {
+                    caller,
+                    call,
+                    error: reason.to_owned(),
+                    details: Dict::new(),
+                    payload: Payload::empty(),
+                };
+                self.send_peer(from, PeerMsg::CallError(Box::new(e)));
+            }
             return;
         };
         let Some(&conn) = self.by_id.get(&callee) else {

@@ -154,6 +154,21 @@ pub enum Output {
     },
 }
 
+/// What [`Shard::pending_counts`] reports: call and control-plane state held by a shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingCounts {
+    /// Calls its sessions made that have not ended.
+    pub calls: usize,
+    /// Invocations its sessions must still answer.
+    pub invocations: usize,
+    /// Invocations running here, indexed for the way back (one per running invocation).
+    pub inbound_calls: usize,
+    /// Control-plane requests (subscribe, register, meta) waiting on other shards.
+    pub control_requests: usize,
+    /// Call deadlines armed.
+    pub timers: usize,
+}
+
 /// One router core: its sessions, its replica of the router-wide tables, its outputs.
 ///
 /// # Call protocol
@@ -382,6 +397,24 @@ impl Shard {
     /// When [`Shard::handle_timeout`] should next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Time> {
         self.timers.first().map(|t| t.0)
+    }
+
+    /// How much call and control-plane state this shard holds, for leak checks: after
+    /// every session has left and the links are drained, all of it is zero.
+    pub fn pending_counts(&self) -> PendingCounts {
+        let mut c = PendingCounts {
+            control_requests: self.pending.len(),
+            inbound_calls: self.inbound_calls.len(),
+            timers: self.timers.len(),
+            ..PendingCounts::default()
+        };
+        for s in self.sessions.values() {
+            if let Some(j) = s.joined() {
+                c.calls += j.calls.len();
+                c.invocations += j.invocations.len();
+            }
+        }
+        c
     }
 
     /// Answers a [`Step::Pending`] authentication: the dynamic authenticator decided.

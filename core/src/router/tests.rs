@@ -125,6 +125,57 @@ impl World {
         assert_eq!(self.take(conn), expect, "conn {conn}");
     }
 
+    /// Hands a message to its shard and queues what follows, delivering no peer message.
+    fn send_held(&mut self, conn: u64, json: &str) {
+        let c = ConnId(conn);
+        let shard = self.home[&c];
+        let m = codec::decode(Serializer::Json, Bytes::copy_from_slice(json.as_bytes())).unwrap();
+        self.shards[shard].handle_message(self.now, c, m);
+        self.pump();
+    }
+
+    /// Moves every shard's outputs to inboxes and links without delivering peer messages.
+    fn pump(&mut self) {
+        for i in 0..self.shards.len() {
+            while let Some(o) = self.shards[i].poll_output() {
+                match o {
+                    Output::Send { conn, bytes } => self.deliver(conn, &bytes),
+                    Output::Fanout { conns, bytes, .. } => {
+                        for c in conns {
+                            self.deliver(c, &bytes);
+                        }
+                    }
+                    Output::Close { conn } => {
+                        self.closed.insert(conn);
+                    }
+                    Output::Peer { to, bytes } => self.links.push_back((i as u16, to, bytes)),
+                }
+            }
+        }
+    }
+
+    /// Delivers the oldest message on the link `from` → `to` (FIFO per link) and queues
+    /// what follows; false when the link is empty.
+    fn deliver_link(&mut self, from: u16, to: u16) -> bool {
+        let Some(at) = self.links.iter().position(|l| l.0 == from && l.1 == to) else {
+            return false;
+        };
+        let (from, to, bytes) = self.links.remove(at).unwrap();
+        self.shards[usize::from(to)]
+            .handle_peer(self.now, from, &bytes)
+            .unwrap();
+        self.pump();
+        true
+    }
+
+    /// A URI whose subscription/registration key (realm 0, `policy`) shard `owner` owns.
+    fn uri_owned_by(&self, owner: u16, policy: MatchPolicy) -> String {
+        (0..)
+            .map(|i| format!("com.owned.p{i}"))
+            .find(|u| self.shards[0].owner(0, u, policy) == owner)
+            .unwrap()
+    }
+
     fn advance(&mut self, ms: u64) {
         self.now = self.now.plus_ms(ms);
         for s in &mut self.shards {
@@ -759,5 +810,78 @@ fn subscribed_means_every_shard_routes_to_it() {
                 "count {count}, publisher on {publisher_shard}: {got:?}"
             );
         }
+    }
+}
+
+/// sim finding 1: another shard's replica routes a call to a callee as soon as it applied
+/// the owner's change, possibly before the callee's shard has every acknowledgement (and
+/// so before the callee's session holds the registration). The call used to fail with
+/// `no_such_procedure`; it now waits for REGISTERED and reaches the callee right after it.
+#[test]
+fn call_routed_to_a_callee_whose_register_is_still_pending() {
+    // Kill, skip and no cancel at all, while the call is parked.
+    for cancel in [None, Some("kill"), Some("skip")] {
+        let mut w = World::new(3);
+        w.join(0, 1, RPC);
+        w.join(1, 2, RPC);
+        let uri = w.uri_owned_by(2, MatchPolicy::Exact);
+        w.send_held(1, &format!(r#"[64,1,{{}},"{uri}"]"#));
+        // RegisterRequest 0 → 2; the owner broadcasts RegisterAdd to 0 and 1.
+        assert!(w.deliver_link(0, 2));
+        // Shard 1 applies it and acknowledges to 0; shard 0 has not heard from 2 yet.
+        assert!(w.deliver_link(2, 1));
+        w.check(1, &[]);
+        w.send_held(2, &format!(r#"[48,7,{{}},"{uri}",[1]]"#));
+        if let Some(mode) = cancel {
+            w.send_held(2, &format!(r#"[49,7,{{"mode":"{mode}"}}]"#));
+        }
+        // The Ack and the call (and the cancel) reach shard 0 before the owner's change.
+        while w.deliver_link(1, 0) {}
+        w.check(1, &[]);
+        w.run();
+        let got = w.take(1);
+        assert!(got[0].starts_with("[65,1,"), "{got:?}");
+        let reg = serde_json::from_str::<serde_json::Value>(&got[0]).unwrap()[2]
+            .as_u64()
+            .unwrap();
+        match cancel {
+            None => {
+                assert_eq!(got[1..], [format!("[68,1,{reg},{{}},[1]]")]);
+                w.send(1, r#"[70,1,{},[2]]"#);
+                w.check(2, &["[50,7,{},[2]]"]);
+            }
+            Some(_) => {
+                assert_eq!(got.len(), 1, "a canceled call never reaches the callee");
+                w.check(2, &[r#"[8,48,7,{},"wamp.error.canceled"]"#]);
+            }
+        }
+    }
+}
+
+/// sim finding 3: `pending_counts` shows call state while calls run and none once every
+/// session has left.
+#[test]
+fn pending_counts_drop_to_zero_when_everyone_leaves() {
+    let mut w = World::new(2);
+    w.join(0, 1, RPC);
+    w.join(1, 2, RPC);
+    w.send(1, r#"[64,1,{},"com.slow"]"#);
+    w.take(1);
+    w.send(2, r#"[48,1,{"timeout":1000},"com.slow",[]]"#);
+    w.take(1);
+    let caller = w.shards[1].pending_counts();
+    let callee = w.shards[0].pending_counts();
+    assert_eq!((caller.calls, caller.timers), (1, 1), "{caller:?}");
+    assert_eq!(
+        (callee.invocations, callee.inbound_calls),
+        (1, 1),
+        "{callee:?}"
+    );
+    for (shard, conn) in [(0, 1), (1, 2)] {
+        w.shards[shard].handle_close(w.now, ConnId(conn));
+        w.run();
+    }
+    for s in &w.shards {
+        assert_eq!(s.pending_counts(), PendingCounts::default());
     }
 }
