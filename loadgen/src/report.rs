@@ -153,15 +153,24 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
                 "load generator RSS".into(),
                 format!("{} KiB", stats.counter("loadgen_rss_kib")),
             ));
-            for (k, label) in [
-                ("router_rss_kib", "router RSS"),
-                ("router_cpu_ms", "router CPU during run"),
-            ] {
-                if let Some(v) = stats.counters.get(k) {
-                    let unit = if k.ends_with("kib") { "KiB" } else { "ms" };
-                    rows.push((label.into(), format!("{v} {unit}")));
-                }
-            }
+        }
+    }
+    let run_secs = (t.drain_end - t.start) as f64 / 1e9;
+    for (k, label) in [
+        ("router_rss_kib", "router RSS (with its child processes)"),
+        ("router_cpu_ms", "router CPU during the run"),
+        ("loadgen_cpu_ms", "load generator CPU during the run"),
+    ] {
+        if let Some(v) = stats.counters.get(k) {
+            let shown = if k.ends_with("kib") {
+                format!("{v} KiB")
+            } else {
+                format!(
+                    "{v} ms ({:.0}% of one core)",
+                    *v as f64 / 10.0 / run_secs.max(1e-9)
+                )
+            };
+            rows.push((label.into(), shown));
         }
     }
     rows.extend(latency_rows("connect", &stats.connect));
