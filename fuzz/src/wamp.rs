@@ -10,7 +10,7 @@
 //! decoder), only that what decodes is consistent.
 
 use bytes::Bytes;
-use switchyard_core::codec::{self, Serializer};
+use switchyard_core::codec::{self, EncodeError, Serializer};
 use switchyard_core::message::{Message, Payload};
 
 /// The JSON decoder ([`codec::decode`] with [`Serializer::Json`]); input: one frame.
@@ -91,7 +91,14 @@ pub fn transcode(data: &[u8]) {
         "round trip is not stable"
     );
     set_payload(&mut message, there.clone());
-    let frame = encode(to, &message);
+    let mut frame = Vec::new();
+    match codec::encode(to, &message, &mut frame) {
+        Ok(()) => {}
+        // A MessagePack envelope may hold a NaN or an infinity, which JSON cannot carry:
+        // the codec refuses it with this documented error (see fuzz/README.md, note 3).
+        Err(EncodeError::NonFiniteFloat) if to == Serializer::Json => return,
+        Err(e) => panic!("{message:?} with a transcoded payload does not encode: {e:?}"),
+    }
     let decoded = codec::decode(to, Bytes::from(frame))
         .unwrap_or_else(|e| panic!("frame with transcoded payload does not decode: {e:?}"));
     let got = decoded.payload().map(parts);
