@@ -11,6 +11,21 @@
 //!
 //! It does not measure transcoding or framing, and asserts nothing about speed: figures go
 //! to `BENCHMARKS.md` with the command that produced them.
+//!
+//! # Instruction counts
+//!
+//! Wall-clock medians swing on a loaded machine; instruction counts do not. With
+//! `CODEC_ICOUNT=<json|msgpack>/<switchyard|naive>/<64B|1KiB|64KiB>/<iterations>` set, the
+//! binary skips criterion and runs that one case `iterations` times (after one warm-up
+//! iteration, so that the output buffer has its final capacity) inside `icount_loop`, for
+//! callgrind to count:
+//!
+//! ```text
+//! CODEC_ICOUNT=json/switchyard/1KiB/1000 valgrind --tool=callgrind \
+//!     --toggle-collect='*icount_loop*' target/release/deps/codec-<hash>
+//! ```
+//!
+//! and the per-iteration cost is the collected total divided by `iterations`.
 
 // `criterion_group!` generates a public function that cannot carry a doc comment.
 #![allow(missing_docs)]
@@ -18,7 +33,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use switchyard_core::codec::{self, Serializer};
 use switchyard_core::id::Id;
 use switchyard_core::message::{Event, EventDetails, Message};
@@ -168,5 +183,58 @@ fn publish_to_event(c: &mut Criterion) {
     }
 }
 
+/// Runs one case `CODEC_ICOUNT` names, for callgrind; `None` if the variable is unset.
+fn icount() -> Option<()> {
+    let spec = std::env::var("CODEC_ICOUNT").ok()?;
+    let parts: Vec<&str> = spec.split('/').collect();
+    let [ser, imp, size, iters] = parts[..] else {
+        panic!("CODEC_ICOUNT is <json|msgpack>/<switchyard|naive>/<size>/<iterations>");
+    };
+    let ser = match ser {
+        "json" => Serializer::Json,
+        "msgpack" => Serializer::MsgPack,
+        _ => panic!("serializer is json or msgpack"),
+    };
+    let naive = match imp {
+        "switchyard" => false,
+        "naive" => true,
+        _ => panic!("implementation is switchyard or naive"),
+    };
+    let (size, _) = SIZES
+        .into_iter()
+        .find(|(_, l)| *l == size)
+        .expect("size is 64B, 1KiB or 64KiB");
+    let iters: u64 = iters.parse().expect("iterations is a number");
+    let frame = Bytes::from(match ser {
+        Serializer::Json => publish_json(size),
+        Serializer::MsgPack => publish_msgpack(size),
+    });
+    let mut out = Vec::new();
+    let run = |out: &mut Vec<u8>| match (ser, naive) {
+        (_, false) => ours(ser, black_box(&frame), out),
+        (Serializer::Json, true) => naive_json(black_box(&frame), out),
+        (Serializer::MsgPack, true) => naive_msgpack(black_box(&frame), out),
+    };
+    run(&mut out);
+    icount_loop(iters, &mut out, run);
+    eprintln!("{spec}: frame {} B, output {} B", frame.len(), out.len());
+    Some(())
+}
+
+/// The measured loop; never inlined, so that callgrind can collect just this function.
+#[inline(never)]
+fn icount_loop(iters: u64, out: &mut Vec<u8>, run: impl Fn(&mut Vec<u8>)) {
+    for _ in 0..iters {
+        run(out);
+    }
+}
+
 criterion_group!(benches, publish_to_event);
-criterion_main!(benches);
+
+fn main() {
+    if icount().is_some() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
