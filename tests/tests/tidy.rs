@@ -32,5 +32,8 @@ fn every_rust_file_opens_with_a_module_doc() {
     for dir in ["core", "io", "loadgen", "bench", "tests", "fuzz"] {
         visit(&root.join(dir), &mut bad);
     }
-    assert!(bad.is_empty(), "files without a leading `//!` doc: {bad:#?}");
+    assert!(
+        bad.is_empty(),
+        "files without a leading `//!` doc: {bad:#?}"
+    );
 }
