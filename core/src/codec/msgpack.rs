@@ -184,34 +184,96 @@ pub(super) fn head(c: &mut Cursor<'_>) -> Result<Head, Bad> {
 }
 
 /// Skips one value at nesting level `depth`, checking it is complete and not too deep.
+///
+/// This walks every byte of every payload, so it is written for speed: one byte match per
+/// value (no [`Head`] built), and a loop over a fixed stack of item counts instead of
+/// recursion. No container may open deeper than [`MAX_DEPTH`], so the stack never
+/// overflows whatever the input.
 pub(super) fn skip(c: &mut Cursor<'_>, depth: usize) -> Result<(), Bad> {
-    match head(c)? {
-        Head::Str(n) | Head::Bin(n) => {
-            c.take(n)?;
+    let buf = c.buf;
+    let mut pos = c.pos;
+    // Items still to skip in each enclosing container, innermost last, and in the
+    // innermost one.
+    let mut outer = [0usize; MAX_DEPTH];
+    let mut open = 0usize;
+    let mut todo = 1usize;
+    loop {
+        while todo == 0 {
+            if open == 0 {
+                c.pos = pos;
+                return Ok(());
+            }
+            open -= 1;
+            todo = outer[open];
         }
-        Head::Ext(n) => {
-            c.take(n.saturating_add(1))?;
+        todo -= 1;
+        let Some(&m) = buf.get(pos) else {
+            return Err(Bad::Truncated);
+        };
+        pos += 1;
+        // Either the bytes after the marker, or the items of a container.
+        let (bytes, items) = match m {
+            // fixint, nil, false, true.
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => continue,
+            0x80..=0x8f => (0, Some(2 * usize::from(m & 0x0f))),
+            0x90..=0x9f => (0, Some(usize::from(m & 0x0f))),
+            0xa0..=0xbf => (usize::from(m & 0x1f), None),
+            0xc1 => return Err(Bad::Syntax),
+            // bin, str: a length then the data.
+            0xc4 | 0xd9 => (be_len(buf, &mut pos, 1)?, None),
+            0xc5 | 0xda => (be_len(buf, &mut pos, 2)?, None),
+            0xc6 | 0xdb => (be_len(buf, &mut pos, 4)?, None),
+            // ext: a length, a type byte, the data.
+            0xc7 => (be_len(buf, &mut pos, 1)?.saturating_add(1), None),
+            0xc8 => (be_len(buf, &mut pos, 2)?.saturating_add(1), None),
+            0xc9 => (be_len(buf, &mut pos, 4)?.saturating_add(1), None),
+            // Fixed-width numbers.
+            0xcc | 0xd0 => (1, None),
+            0xcd | 0xd1 => (2, None),
+            0xca | 0xce | 0xd2 => (4, None),
+            0xcb | 0xcf | 0xd3 => (8, None),
+            // fixext 1, 2, 4, 8, 16: a type byte and the data.
+            0xd4 => (2, None),
+            0xd5 => (3, None),
+            0xd6 => (5, None),
+            0xd7 => (9, None),
+            0xd8 => (17, None),
+            0xdc => (0, Some(be_len(buf, &mut pos, 2)?)),
+            0xdd => (0, Some(be_len(buf, &mut pos, 4)?)),
+            0xde => (0, Some(be_len(buf, &mut pos, 2)?.saturating_mul(2))),
+            0xdf => (0, Some(be_len(buf, &mut pos, 4)?.saturating_mul(2))),
+        };
+        let Some(n) = items else {
+            if bytes > buf.len() - pos {
+                return Err(Bad::Truncated);
+            }
+            pos += bytes;
+            continue;
+        };
+        if depth + open > MAX_DEPTH {
+            return Err(Bad::TooDeep);
         }
-        Head::Array(n) => skip_items(c, depth, n)?,
-        Head::Map(n) => skip_items(c, depth, n.saturating_mul(2))?,
-        _ => {}
+        // Every item takes at least one byte: a count beyond what is left is a lie we can
+        // reject before looping over it.
+        if n > buf.len() - pos {
+            return Err(Bad::Truncated);
+        }
+        if n > 0 {
+            // `depth + open <= MAX_DEPTH` and `depth >= 1` keep `open` below the length.
+            *outer.get_mut(open).ok_or(Bad::TooDeep)? = todo;
+            open += 1;
+            todo = n;
+        }
     }
-    Ok(())
 }
 
-fn skip_items(c: &mut Cursor<'_>, depth: usize, n: usize) -> Result<(), Bad> {
-    if depth > MAX_DEPTH {
-        return Err(Bad::TooDeep);
-    }
-    // Every item takes at least one byte: a count beyond what is left is a lie we can
-    // reject before looping over it.
-    if n > c.remaining() {
-        return Err(Bad::Truncated);
-    }
-    for _ in 0..n {
-        skip(c, depth + 1)?;
-    }
-    Ok(())
+/// Reads a `width`-byte big-endian length at `pos`, advancing past it.
+fn be_len(buf: &[u8], pos: &mut usize, width: usize) -> Result<usize, Bad> {
+    let bytes = buf.get(*pos..*pos + width).ok_or(Bad::Truncated)?;
+    *pos += width;
+    let n = bytes.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
+    // At most 32 bits, which fit usize on every target this crate builds for.
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// One element of the top-level array, borrowed from the frame.
@@ -529,7 +591,93 @@ pub(super) fn write_f64(out: &mut Vec<u8>, f: f64) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The recursive skipper this module had before the fast one, as its reference.
+    fn reference_skip(c: &mut Cursor<'_>, depth: usize) -> Result<(), Bad> {
+        match head(c)? {
+            Head::Str(n) | Head::Bin(n) => {
+                c.take(n)?;
+            }
+            Head::Ext(n) => {
+                c.take(n.saturating_add(1))?;
+            }
+            Head::Array(n) => reference_skip_items(c, depth, n)?,
+            Head::Map(n) => reference_skip_items(c, depth, n.saturating_mul(2))?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reference_skip_items(c: &mut Cursor<'_>, depth: usize, n: usize) -> Result<(), Bad> {
+        if depth > MAX_DEPTH {
+            return Err(Bad::TooDeep);
+        }
+        // Every item takes at least one byte: a count beyond what is left is a lie we can
+        // reject before looping over it.
+        if n > c.remaining() {
+            return Err(Bad::Truncated);
+        }
+        for _ in 0..n {
+            reference_skip(c, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// MessagePack values, encoded, nesting up to `levels` deep.
+    fn encoded(levels: u32) -> impl Strategy<Value = Vec<u8>> {
+        use rmpv::Value as V;
+        let leaf = prop_oneof![
+            Just(V::Nil),
+            any::<bool>().prop_map(V::from),
+            any::<i64>().prop_map(V::from),
+            any::<u64>().prop_map(V::from),
+            any::<f32>().prop_map(V::from),
+            any::<f64>().prop_map(V::from),
+            ".{0,40}".prop_map(V::from),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(V::from),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
+                .prop_map(|(t, d)| V::Ext(t, d)),
+        ];
+        leaf.prop_recursive(levels, 64, 20, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(V::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..20).prop_map(V::Map),
+            ]
+        })
+        .prop_map(|v| {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &v).unwrap();
+            out
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// The fast skipper agrees with the recursive one on values and on every edit
+        /// of them (truncation, a changed byte), at every starting depth.
+        #[test]
+        fn skip_agrees_with_reference(
+            mut bytes in encoded(4),
+            cut in any::<usize>(),
+            flip in any::<(usize, u8)>(),
+            depth in 1..=MAX_DEPTH + 1,
+        ) {
+            let run = |bytes: &[u8], f: fn(&mut Cursor<'_>, usize) -> Result<(), Bad>| {
+                let mut c = Cursor::new(bytes);
+                f(&mut c, depth).map(|()| c.pos)
+            };
+            prop_assert_eq!(run(&bytes, skip), run(&bytes, reference_skip));
+            let i = flip.0 % bytes.len();
+            bytes[i] = flip.1;
+            prop_assert_eq!(run(&bytes, skip), run(&bytes, reference_skip));
+            bytes.truncate(cut % (bytes.len() + 1));
+            prop_assert_eq!(run(&bytes, skip), run(&bytes, reference_skip));
+        }
+    }
 
     /// Our writers against rmpv's, value by value.
     #[test]
