@@ -61,7 +61,27 @@ pub(super) struct Interest {
 struct LocalSub {
     uri: String,
     policy: MatchPolicy,
+    /// The subscribed sessions, in subscription order.
     sessions: Vec<Id>,
+    /// Each session's connection and serializer (same index as `sessions`), so that the
+    /// fan-out reaches a subscriber without looking its session up.
+    targets: Vec<(ConnId, Serializer)>,
+}
+
+impl LocalSub {
+    fn add(&mut self, session: Id, target: (ConnId, Serializer)) {
+        if !self.sessions.contains(&session) {
+            self.sessions.push(session);
+            self.targets.push(target);
+        }
+    }
+
+    fn remove(&mut self, session: Id) {
+        if let Some(i) = self.sessions.iter().position(|s| *s == session) {
+            self.sessions.remove(i);
+            self.targets.remove(i);
+        }
+    }
 }
 
 /// A subscribe waiting for the owner's decision and every shard's acknowledgement.
@@ -150,9 +170,7 @@ impl Shard {
         let b = &mut self.realms[usize::from(realm)].broker;
         if let Some(&id) = b.local.get(&m.topic, policy) {
             if let Some(l) = b.local_subs.get_mut(&id) {
-                if !l.sessions.contains(&sid) {
-                    l.sessions.push(sid);
-                }
+                l.add(sid, (conn, serializer));
             }
             self.confirm_subscription(conn, sid, m.request, id, realm, get_retained);
             return;
@@ -329,40 +347,36 @@ impl Shard {
         };
         let r = &mut self.realms[usize::from(p.realm)].broker;
         r.in_flight.remove(&(p.uri.clone(), p.policy));
-        let mut sessions = Vec::new();
+        let mut sub = LocalSub {
+            uri: p.uri,
+            policy: p.policy,
+            sessions: Vec::new(),
+            targets: Vec::new(),
+        };
         let mut confirm = Vec::new();
         for (conn, sid, request, retained) in p.waiters {
             let alive = self.by_id.get(&sid) == Some(&conn);
-            if alive {
-                if !sessions.contains(&sid) {
-                    sessions.push(sid);
-                }
+            if let (true, Some(s)) = (alive, self.sessions.get(&conn)) {
+                sub.add(sid, (conn, s.serializer));
                 confirm.push((conn, sid, request, retained));
             }
         }
         let r = &mut self.realms[usize::from(p.realm)].broker;
-        if sessions.is_empty() {
+        if sub.sessions.is_empty() {
             // Everyone left while waiting: give the interest back.
-            let owner = self.owner(p.realm, &p.uri, p.policy);
+            let owner = self.owner(p.realm, &sub.uri, sub.policy);
             self.send_peer(
                 owner,
                 PeerMsg::UnsubscribeRequest {
                     realm: p.realm,
-                    uri: p.uri,
-                    policy: p.policy,
+                    uri: sub.uri,
+                    policy: sub.policy,
                 },
             );
             return;
         }
-        let _ = r.local.insert(&p.uri, p.policy, id);
-        r.local_subs.insert(
-            id,
-            LocalSub {
-                uri: p.uri,
-                policy: p.policy,
-                sessions,
-            },
-        );
+        let _ = r.local.insert(&sub.uri, sub.policy, id);
+        r.local_subs.insert(id, sub);
         for (conn, sid, request, retained) in confirm {
             self.confirm_subscription(conn, sid, request, id, p.realm, retained);
         }
@@ -405,7 +419,7 @@ impl Shard {
         let Some(l) = b.local_subs.get_mut(&id) else {
             return;
         };
-        l.sessions.retain(|s| *s != session);
+        l.remove(session);
         let empty = l.sessions.is_empty();
         let (uri, policy) = (l.uri.clone(), l.policy);
         if empty {
@@ -466,7 +480,7 @@ impl Shard {
             self.drop_local_subscriber(j.realm, id, j.id);
         }
         for t in &j.testaments {
-            self.route_publication(t.publication.clone());
+            self.route_publication(&t.publication);
         }
     }
 
@@ -542,14 +556,16 @@ impl Shard {
             return;
         }
         let disclose = perm.is_some_and(|p| p.disclose_publisher) || m.topic.starts_with("wamp.");
-        let (realm, sid, authid, authrole) = (
-            j.realm,
-            j.id,
-            j.auth.authid.clone(),
-            j.auth.authrole.clone(),
-        );
+        // The publisher's identity travels only when it is disclosed (saving two string
+        // copies per PUBLISH otherwise).
+        let (authid, authrole) = if disclose {
+            (j.auth.authid.clone(), j.auth.authrole.clone())
+        } else {
+            (String::new(), String::new())
+        };
+        let (realm, sid) = (j.realm, j.id);
         let o = m.options;
-        let p = Box::new(Publication {
+        let p = Publication {
             realm,
             topic: m.topic,
             publication: self.rng.global_id(self.index, self.count),
@@ -567,9 +583,9 @@ impl Shard {
             retain: o.retain == Some(true),
             ppt: o.ppt,
             payload: m.payload,
-        });
+        };
         let publication = p.publication;
-        self.route_publication(p);
+        self.route_publication(&p);
         if o.acknowledge == Some(true) {
             self.send(
                 conn,
@@ -584,13 +600,18 @@ impl Shard {
 
     /// Sends a publication once to each interested shard (all shards when retained) and
     /// fans it out here if this shard is interested.
-    pub(super) fn route_publication(&mut self, p: Box<Publication>) {
-        let b = &self.realms[usize::from(p.realm)].broker;
-        let mut shards: Vec<u16> = Vec::new();
+    pub(super) fn route_publication(&mut self, p: &Publication) {
+        let Some(r) = self.realms.get(usize::from(p.realm)) else {
+            return;
+        };
+        let b = &r.broker;
+        // A buffer kept across publications: routing allocates nothing per PUBLISH.
+        let mut shards = std::mem::take(&mut self.scratch_shards);
+        shards.clear();
         if p.retain || b.history_limits.contains_key(&p.topic) {
             // Retained events and history live on every shard, so that subscribing and
             // `get_events` are answered locally.
-            shards = self.live_shards();
+            shards.extend((0..self.count).filter(|s| self.live[usize::from(*s)]));
         } else {
             b.interest.for_each_match(&p.topic, |m| {
                 for s in &m.value.shards {
@@ -602,7 +623,7 @@ impl Shard {
         }
         let remote = shards.iter().any(|s| *s != self.index);
         if remote {
-            let bytes = PeerMsg::Publish(p.clone()).to_bytes();
+            let bytes = p.to_peer_bytes();
             for &s in &shards {
                 if s != self.index && self.live[usize::from(s)] {
                     self.out.push_back(Output::Peer {
@@ -612,8 +633,10 @@ impl Shard {
                 }
             }
         }
-        if shards.contains(&self.index) {
-            self.deliver_publication(&p);
+        let here = shards.contains(&self.index);
+        self.scratch_shards = shards;
+        if here {
+            self.deliver_publication(p);
         }
     }
 
@@ -639,30 +662,35 @@ impl Shard {
             h.push_back(Box::new(p.clone()));
         }
         let b = &self.realms[realm].broker;
-        let mut subs: Vec<(Id, MatchPolicy)> = Vec::new();
+        let mut subs = std::mem::take(&mut self.scratch_subs);
+        subs.clear();
         b.local
             .for_each_match(&p.topic, |m| subs.push((*m.value, m.policy)));
         let mut transcoded: [Option<Option<crate::message::Payload>>; 2] = [None, None];
-        for (id, policy) in subs {
+        // Most publications filter subscribers by `exclude_me` alone: those reach each
+        // subscriber with one comparison and one push, no session lookup.
+        let filtered = p.filters_subscribers();
+        let me = if p.exclude_me { p.publisher } else { None };
+        for &(id, policy) in &subs {
+            let Some(l) = self.realms[realm].broker.local_subs.get(&id) else {
+                continue;
+            };
             let mut json = Vec::new();
             let mut msgpack = Vec::new();
-            for sid in self.realms[realm].broker.local_subscribers(id) {
-                let Some(conn) = self.by_id.get(sid) else {
-                    continue;
-                };
-                let Some(s) = self.sessions.get(conn) else {
-                    continue;
-                };
-                let Some(j) = s.joined() else {
-                    continue;
-                };
-                if !eligible(p, j) {
+            let n = l.sessions.len();
+            for (k, (sid, &(conn, serializer))) in l.sessions.iter().zip(&l.targets).enumerate() {
+                if me == Some(*sid) || (filtered && !self.eligible_session(p, *sid)) {
                     continue;
                 }
-                match s.serializer {
-                    Serializer::Json => json.push(*conn),
-                    Serializer::MsgPack => msgpack.push(*conn),
+                let conns = match serializer {
+                    Serializer::Json => &mut json,
+                    Serializer::MsgPack => &mut msgpack,
+                };
+                if conns.capacity() == 0 {
+                    // One allocation per serializer and publication, sized for the rest.
+                    conns.reserve_exact(n - k);
                 }
+                conns.push(conn);
             }
             for (conns, serializer) in [(json, Serializer::Json), (msgpack, Serializer::MsgPack)] {
                 if conns.is_empty() {
@@ -682,6 +710,16 @@ impl Shard {
                 }
             }
         }
+        self.scratch_subs = subs;
+    }
+
+    /// Whether the session `sid` passes the publication's black/white lists.
+    fn eligible_session(&self, p: &Publication, sid: Id) -> bool {
+        self.by_id
+            .get(&sid)
+            .and_then(|conn| self.sessions.get(conn))
+            .and_then(|s| s.joined())
+            .is_some_and(|j| eligible(p, j))
     }
 
     fn send_retained(&mut self, conn: ConnId, realm: u16, id: Id) {

@@ -601,7 +601,7 @@ impl Shard {
             None,
             &PublishOptions::default(),
         );
-        self.route_publication(Box::new(p));
+        self.route_publication(&p);
     }
 
     pub(super) fn meta_on_join(&mut self, conn: ConnId) {

@@ -216,6 +216,10 @@ pub struct Shard {
     now: Time,
     /// Set while a rejoining shard waits for the replicated state.
     sync: Option<Box<membership::Sync>>,
+    /// Reused by every publication: the shards it goes to.
+    scratch_shards: Vec<u16>,
+    /// Reused by every publication: the local subscriptions it matches.
+    scratch_subs: Vec<(Id, MatchPolicy)>,
 }
 
 /// The per-realm state of a shard.
@@ -290,6 +294,8 @@ impl Shard {
             session_counter: 0,
             now: Time(0),
             sync: None,
+            scratch_shards: Vec::new(),
+            scratch_subs: Vec::new(),
         }
     }
 

@@ -291,6 +291,30 @@ pub struct Publication {
     pub payload: Payload,
 }
 
+impl Publication {
+    /// The encoding of [`PeerMsg::Publish`] carrying this publication, written straight
+    /// from a reference (the publisher's shard need not clone or box it to forward it).
+    pub fn to_peer_bytes(&self) -> Bytes {
+        let mut out =
+            Vec::with_capacity(96 + self.topic.len() + self.authid.len() + self.payload.len());
+        let mut w = W(&mut out);
+        w.u8(VERSION);
+        w.u8(tag::PUBLISH);
+        w.publication(self);
+        Bytes::from(out)
+    }
+
+    /// Whether subscribers are filtered by anything but `exclude_me` (black/white lists).
+    pub fn filters_subscribers(&self) -> bool {
+        !self.exclude.is_empty()
+            || self.eligible.is_some()
+            || !self.exclude_authid.is_empty()
+            || self.eligible_authid.is_some()
+            || !self.exclude_authrole.is_empty()
+            || self.eligible_authrole.is_some()
+    }
+}
+
 /// A call as it travels to the callee's shard.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Invoke {
@@ -1405,6 +1429,15 @@ mod tests {
             let b = m.to_bytes();
             assert_eq!(b[0], VERSION);
             assert_eq!(PeerMsg::decode(&b), Ok(m.clone()), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn publication_bytes_are_the_publish_message() {
+        for m in samples() {
+            if let PeerMsg::Publish(p) = &m {
+                assert_eq!(p.to_peer_bytes(), m.to_bytes());
+            }
         }
     }
 

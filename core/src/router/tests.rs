@@ -885,3 +885,37 @@ fn pending_counts_drop_to_zero_when_everyone_leaves() {
         assert_eq!(s.pending_counts(), PendingCounts::default());
     }
 }
+
+/// Publisher exclusion and black/white listing, on the fast path (no lists) and the
+/// filtered one, for subscribers on the publisher's shard and on another.
+#[test]
+fn exclusion_and_eligibility_lists() {
+    let mut w = World::new(2);
+    let ids: Vec<u64> = [(0, 1), (0, 2), (1, 3)]
+        .iter()
+        .map(|&(shard, conn)| w.join(shard, conn, PUBSUB))
+        .collect();
+    for conn in 1..=3 {
+        w.send(conn, r#"[32,1,{},"com.x"]"#);
+        w.take(conn);
+    }
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    let mut check = |options: String, expect: &[u64]| {
+        w.send(1, &format!(r#"[16,2,{options},"com.x"]"#));
+        let got: Vec<u64> = (1..=3)
+            .filter(|conn| !w.take(*conn).is_empty())
+            .map(|conn| ids[conn as usize - 1])
+            .collect();
+        assert_eq!(got, expect, "{options}");
+    };
+    check("{}".into(), &[b, c]);
+    check(r#"{"exclude_me":false}"#.into(), &[a, b, c]);
+    check(format!(r#"{{"exclude":[{c}]}}"#), &[b]);
+    check(
+        format!(r#"{{"exclude_me":false,"eligible":[{a},{c}]}}"#),
+        &[a, c],
+    );
+    check(r#"{"exclude_authrole":["anonymous"]}"#.into(), &[]);
+    check(r#"{"eligible_authrole":["anonymous"]}"#.into(), &[b, c]);
+    check(r#"{"eligible_authid":["nobody"]}"#.into(), &[]);
+}
