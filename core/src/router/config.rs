@@ -139,8 +139,11 @@ pub struct Limits {
     /// Invocations one session may have pending as callee; past it calls get
     /// `wamp.error.limit_exceeded` instead of queueing at the callee.
     pub pending_invocations_per_session: usize,
-    /// Control-plane requests (subscribe, register, meta queries) this shard may have
-    /// waiting on other shards at once; past it the request gets `wamp.error.limit_exceeded`.
+    /// Requests this shard may have waiting on other shards at once: control-plane requests
+    /// (subscribe, register, meta queries) in all, and calls whose callee lives on another
+    /// shard, per such shard (the data plane's in-flight bound: a shard that stops
+    /// answering cannot make its peers hold unbounded call state). Past it the request or
+    /// CALL gets `wamp.error.limit_exceeded`.
     pub in_flight_peer_requests: usize,
     /// The largest payload (`args` + `kwargs` bytes) a message may carry.
     pub message_size: usize,

@@ -536,6 +536,21 @@ impl Shard {
         };
         let g = &self.realms[usize::from(realm)].dealer.by_id[&reg_id];
         let (callee_shard, callee) = g.callees[pick];
+        if callee_shard != self.index
+            && self.calls_to[usize::from(callee_shard)]
+                >= self.config.limits.in_flight_peer_requests
+        {
+            // The bound on calls in flight toward one shard: a callee shard that stopped
+            // answering cannot make this one hold unbounded call state.
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Call,
+                m.request,
+                "wamp.error.limit_exceeded",
+            );
+            return;
+        }
         let procedure = (g.policy != MatchPolicy::Exact).then(|| m.procedure.clone());
         let timeout = m.options.timeout.unwrap_or(0);
         let deadline = (timeout > 0).then(|| self.now.plus_ms(timeout));
@@ -543,6 +558,7 @@ impl Shard {
             self.timers.insert((d, caller, m.request));
         }
         if let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) {
+            self.calls_to[usize::from(callee_shard)] += 1;
             j.calls.insert(
                 m.request,
                 OutCall {
@@ -769,7 +785,9 @@ impl Shard {
         }
         let deadline = c.deadline;
         if !y.progress {
-            j.calls.remove(&y.call);
+            if let Some(c) = j.calls.remove(&y.call) {
+                call_ended(&mut self.calls_to, c.callee_shard);
+            }
             if let Some(d) = deadline {
                 self.timers.remove(&(d, y.caller, y.call));
             }
@@ -811,6 +829,7 @@ impl Shard {
         let Some(c) = j.calls.remove(&e.call) else {
             return;
         };
+        call_ended(&mut self.calls_to, c.callee_shard);
         if let Some(d) = c.deadline {
             self.timers.remove(&(d, e.caller, e.call));
         }
@@ -848,6 +867,7 @@ impl Shard {
         } else {
             let deadline = c.deadline;
             j.calls.remove(&m.request);
+            call_ended(&mut self.calls_to, callee_shard);
             if let Some(d) = deadline {
                 self.timers.remove(&(d, caller, m.request));
             }
@@ -950,6 +970,7 @@ impl Shard {
             let Some(c) = s.joined_mut().and_then(|j| j.calls.remove(&call)) else {
                 continue;
             };
+            call_ended(&mut self.calls_to, c.callee_shard);
             self.send_error(
                 conn,
                 serializer,
@@ -990,6 +1011,7 @@ impl Shard {
         }
         // As caller: pending calls are canceled at their callees.
         for (call, c) in &j.calls {
+            call_ended(&mut self.calls_to, c.callee_shard);
             if let Some(d) = c.deadline {
                 self.timers.remove(&(d, j.id, *call));
             }
@@ -1047,6 +1069,8 @@ impl Shard {
             j.invocations.retain(|_, c| c.caller_shard != shard);
         }
         self.inbound_calls.retain(|k, _| k.0 != shard);
+        // Every call toward the dead shard was failed above.
+        self.calls_to[usize::from(shard)] = 0;
         for (conn, serializer, call) in failed {
             self.send_error(
                 conn,
@@ -1091,6 +1115,13 @@ impl Shard {
                 self.register_done(p);
             }
         }
+    }
+}
+
+/// One call toward `shard` ended (answered, failed, canceled, timed out or abandoned).
+fn call_ended(calls_to: &mut [usize], shard: u16) {
+    if let Some(n) = calls_to.get_mut(usize::from(shard)) {
+        *n = n.saturating_sub(1);
     }
 }
 

@@ -86,7 +86,7 @@ use crate::codec::{self, DecodeError, Serializer};
 use crate::hash::Map;
 use crate::id::Id;
 use crate::matcher::Matcher;
-use crate::message::{Message, Payload};
+use crate::message::{MatchPolicy as WirePolicy, Message, Payload};
 use crate::uri::MatchPolicy;
 
 use broker::RealmBroker;
@@ -159,6 +159,9 @@ pub enum Output {
 pub struct PendingCounts {
     /// Calls its sessions made that have not ended.
     pub calls: usize,
+    /// The same calls as counted per callee shard for the in-flight bound (always equal
+    /// to `calls`; reported separately so that a drift shows).
+    pub calls_in_flight: usize,
     /// Invocations its sessions must still answer.
     pub invocations: usize,
     /// Invocations running here, indexed for the way back (one per running invocation).
@@ -216,6 +219,9 @@ pub struct Shard {
     now: Time,
     /// Set while a rejoining shard waits for the replicated state.
     sync: Option<Box<membership::Sync>>,
+    /// Calls of this shard's callers in flight toward each shard (by index), bounded by
+    /// [`Limits::in_flight_peer_requests`] for every shard but this one.
+    calls_to: Vec<usize>,
     /// Reused by every publication: the shards it goes to.
     scratch_shards: Vec<u16>,
     /// Reused by every publication: the local subscriptions it matches.
@@ -294,6 +300,7 @@ impl Shard {
             session_counter: 0,
             now: Time(0),
             sync: None,
+            calls_to: vec![0; usize::from(count)],
             scratch_shards: Vec::new(),
             scratch_subs: Vec::new(),
         }
@@ -409,6 +416,7 @@ impl Shard {
     /// every session has left and the links are drained, all of it is zero.
     pub fn pending_counts(&self) -> PendingCounts {
         let mut c = PendingCounts {
+            calls_in_flight: self.calls_to.iter().sum(),
             control_requests: self.pending.len(),
             inbound_calls: self.inbound_calls.len(),
             timers: self.timers.len(),
@@ -659,12 +667,13 @@ fn fit(payload: Payload, to: Serializer) -> Result<Payload, codec::TranscodeErro
     }
 }
 
-/// The matcher's policy for a wire policy.
-fn policy_of(p: Option<crate::message::MatchPolicy>) -> MatchPolicy {
+/// The matcher's policy for a wire policy. Written against an alias so that it holds
+/// whether the message model keeps its own policy type or reuses the matcher's.
+fn policy_of(p: Option<WirePolicy>) -> MatchPolicy {
     match p.unwrap_or_default() {
-        crate::message::MatchPolicy::Exact => MatchPolicy::Exact,
-        crate::message::MatchPolicy::Prefix => MatchPolicy::Prefix,
-        crate::message::MatchPolicy::Wildcard => MatchPolicy::Wildcard,
+        WirePolicy::Exact => MatchPolicy::Exact,
+        WirePolicy::Prefix => MatchPolicy::Prefix,
+        WirePolicy::Wildcard => MatchPolicy::Wildcard,
     }
 }
 

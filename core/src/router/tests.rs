@@ -919,3 +919,47 @@ fn exclusion_and_eligibility_lists() {
     check(r#"{"eligible_authrole":["anonymous"]}"#.into(), &[b, c]);
     check(r#"{"eligible_authid":["nobody"]}"#.into(), &[]);
 }
+
+/// The data plane's in-flight bound: calls toward one other shard are capped by
+/// `Limits::in_flight_peer_requests`; past it CALL gets `limit_exceeded`, and each call
+/// that ends (result, error, cancel, timeout) frees its place.
+#[test]
+fn calls_in_flight_toward_a_shard_are_bounded() {
+    let mut config = RouterConfig::default();
+    config.limits.in_flight_peer_requests = 2;
+    let mut w = World::with_config(2, config);
+    w.join(0, 1, RPC);
+    w.join(0, 2, RPC);
+    w.join(1, 3, RPC);
+    w.join(1, 4, RPC);
+    w.send(3, r#"[64,1,{},"com.remote"]"#);
+    w.take(3);
+    w.send(4, r#"[64,1,{},"com.local"]"#);
+    w.take(4);
+    // Two callers share the bound: it is per link, not per session.
+    w.send(1, r#"[48,1,{},"com.remote",[]]"#);
+    w.send(2, r#"[48,1,{"timeout":50},"com.remote",[]]"#);
+    w.send(1, r#"[48,2,{},"com.remote",[]]"#);
+    w.check(1, &[r#"[8,48,2,{},"wamp.error.limit_exceeded"]"#]);
+    assert_eq!(w.take(3).len(), 2);
+    // The timeout frees one place.
+    w.advance(60);
+    w.check(2, &[r#"[8,48,1,{},"wamp.error.timeout"]"#]);
+    w.send(1, r#"[48,3,{},"com.remote",[]]"#);
+    w.check(1, &[]);
+    w.send(2, r#"[48,2,{},"com.remote",[]]"#);
+    w.check(2, &[r#"[8,48,2,{},"wamp.error.limit_exceeded"]"#]);
+    // A result frees one; a skip cancel frees one.
+    w.send(3, r#"[70,1,{},[1]]"#);
+    w.check(1, &["[50,1,{},[1]]"]);
+    w.send(1, r#"[49,3,{"mode":"skip"}]"#);
+    w.check(1, &[r#"[8,48,3,{},"wamp.error.canceled"]"#]);
+    assert_eq!(w.shards[0].pending_counts().calls_in_flight, 0);
+    // Calls to a callee on the caller's own shard are not bounded by it.
+    w.take(3);
+    w.send(3, r#"[48,1,{},"com.local",[]]"#);
+    w.send(3, r#"[48,2,{},"com.local",[]]"#);
+    w.send(3, r#"[48,3,{},"com.local",[]]"#);
+    assert_eq!(w.take(4).len(), 3);
+    w.check(3, &[]);
+}
