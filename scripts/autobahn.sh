@@ -151,6 +151,8 @@ if update == "1":
         f.write("\n")
     print("wrote %s (%d cases from this run, %d in all)" % (expected_path, len(got), len(merged)))
     sys.exit(0)
+if not got:
+    bad.append("no case results at all (server down or wstest timed out?)")
 if bad:
     print("DIFFERENCES (%d):" % len(bad))
     for b in bad:
