@@ -506,6 +506,28 @@ fn whitespace_and_wide_integers_decode() {
     );
 }
 
+/// The `match` option decodes straight into the matcher's policy type: no conversion
+/// between a message copy and the `uri` one.
+#[test]
+fn match_option_is_the_matcher_policy() {
+    let check = |text: &str, expect: Option<switchyard_core::uri::MatchPolicy>| {
+        let frame = Bytes::copy_from_slice(text.as_bytes());
+        let Ok(Message::Subscribe(s)) = codec::decode(Serializer::Json, frame) else {
+            panic!("{text} is a SUBSCRIBE");
+        };
+        assert_eq!(s.options.match_policy, expect, "{text}");
+    };
+    check(r#"[32,1,{},"a"]"#, None);
+    check(
+        r#"[32,1,{"match":"prefix"},"a."]"#,
+        Some(switchyard_core::uri::MatchPolicy::Prefix),
+    );
+    check(
+        r#"[32,1,{"match":"wildcard"},"a..c"]"#,
+        Some(MatchPolicy::Wildcard),
+    );
+}
+
 #[test]
 fn encode_refuses_a_payload_in_another_serializer() {
     let m = Message::Yield(Yield {

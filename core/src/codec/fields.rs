@@ -504,7 +504,7 @@ fn strs(v: Value, field: Field) -> Result<Vec<String>, MessageError> {
 }
 
 fn match_policy(v: Value) -> Result<MatchPolicy, MessageError> {
-    enumerated(v, "match", MatchPolicy::parse)
+    enumerated(v, "match", |s| s.parse().ok())
 }
 
 fn enumerated<T>(v: Value, field: Field, parse: fn(&str) -> Option<T>) -> Result<T, MessageError> {

@@ -19,6 +19,14 @@ pub use value::{Dict, Value};
 
 use crate::id::Id;
 
+/// The `match` option of SUBSCRIBE and REGISTER: the very type the matcher, the router and
+/// the configuration use, named here so that message users need one import.
+///
+/// An alias rather than a `pub use` only so that code which still names both paths in one
+/// scope (the router's old conversion helper) does not trip `unused_qualifications`; it
+/// can become a `pub use` once that helper is gone.
+pub type MatchPolicy = crate::uri::MatchPolicy;
+
 /// A WAMP message type code, as the first element of every message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -632,39 +640,6 @@ pub struct PublishOptions {
     pub ppt: Ppt,
     /// Every other key.
     pub extra: Dict,
-}
-
-/// A pattern-matching policy (`match` option of SUBSCRIBE and REGISTER).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MatchPolicy {
-    /// `exact` (the default).
-    #[default]
-    Exact,
-    /// `prefix`.
-    Prefix,
-    /// `wildcard`.
-    Wildcard,
-}
-
-impl MatchPolicy {
-    /// The policy's wire name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Exact => "exact",
-            Self::Prefix => "prefix",
-            Self::Wildcard => "wildcard",
-        }
-    }
-
-    /// The policy named `s`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "exact" => Self::Exact,
-            "prefix" => Self::Prefix,
-            "wildcard" => Self::Wildcard,
-            _ => return None,
-        })
-    }
 }
 
 /// SUBSCRIBE.Options.
