@@ -623,11 +623,13 @@ impl PerMessageDeflate {
             let produced = (inflater.total_out() - out_before) as usize;
             out.truncate(start + produced);
             pos += consumed;
-            let status = status.map_err(|_| DeflateError::Corrupt)?;
+            // The limit is checked before zlib's verdict: even when the step that wrote past
+            // the limit also hit corrupt data, `out` must never hold more than `max_out` bytes.
             if out.len() > max_out {
                 out.truncate(max_out);
                 return Err(DeflateError::TooLarge { max: max_out });
             }
+            let status = status.map_err(|_| DeflateError::Corrupt)?;
             match status {
                 Status::StreamEnd => {
                     self.inflate_ended = true;
