@@ -55,6 +55,27 @@ pub(super) struct RealmBroker {
 pub(super) struct Interest {
     pub(super) id: Id,
     pub(super) shards: Vec<u16>,
+    /// Which serializers each shard's subscribers use ([`PeerMsg::InterestNeeds`] bits),
+    /// for the shards that said so.
+    pub(super) needs: Vec<(u16, u8)>,
+}
+
+impl Interest {
+    pub(super) fn new(id: Id, shards: Vec<u16>) -> Self {
+        Self {
+            id,
+            shards,
+            needs: Vec::new(),
+        }
+    }
+}
+
+/// The [`PeerMsg::InterestNeeds`] bit of a serializer.
+fn need_bit(s: Serializer) -> u8 {
+    match s {
+        Serializer::Json => 1,
+        Serializer::MsgPack => 2,
+    }
 }
 
 #[derive(Debug)]
@@ -66,9 +87,15 @@ struct LocalSub {
     /// Each session's connection and serializer (same index as `sessions`), so that the
     /// fan-out reaches a subscriber without looking its session up.
     targets: Vec<(ConnId, Serializer)>,
+    /// The serializers of `targets` as last announced to the other shards.
+    needs: u8,
 }
 
 impl LocalSub {
+    fn needs(&self) -> u8 {
+        self.targets.iter().fold(0, |n, t| n | need_bit(t.1))
+    }
+
     fn add(&mut self, session: Id, target: (ConnId, Serializer)) {
         if !self.sessions.contains(&session) {
             self.sessions.push(session);
@@ -172,6 +199,7 @@ impl Shard {
             if let Some(l) = b.local_subs.get_mut(&id) {
                 l.add(sid, (conn, serializer));
             }
+            self.announce_needs(realm, id);
             self.confirm_subscription(conn, sid, m.request, id, realm, get_retained);
             return;
         }
@@ -322,14 +350,9 @@ impl Shard {
             None => {
                 // The owner validated the pattern; a matcher refusal (too many components)
                 // leaves the key unrouted, which the subscriber's shard already refused.
-                let _ = b.interest.insert(
-                    uri,
-                    policy,
-                    Interest {
-                        id,
-                        shards: vec![shard],
-                    },
-                );
+                let _ = b
+                    .interest
+                    .insert(uri, policy, Interest::new(id, vec![shard]));
                 b.by_id.insert(id, (uri.to_owned(), policy));
                 true
             }
@@ -352,6 +375,7 @@ impl Shard {
             policy: p.policy,
             sessions: Vec::new(),
             targets: Vec::new(),
+            needs: 0,
         };
         let mut confirm = Vec::new();
         for (conn, sid, request, retained) in p.waiters {
@@ -377,6 +401,7 @@ impl Shard {
         }
         let _ = r.local.insert(&sub.uri, sub.policy, id);
         r.local_subs.insert(id, sub);
+        self.announce_needs(p.realm, id);
         for (conn, sid, request, retained) in confirm {
             self.confirm_subscription(conn, sid, request, id, p.realm, retained);
         }
@@ -427,6 +452,9 @@ impl Shard {
             b.local.remove(&uri, policy);
         }
         self.meta_on_unsubscribe(realm, session, id);
+        if !empty {
+            self.announce_needs(realm, id);
+        }
         if empty {
             let owner = self.owner(realm, &uri, policy);
             self.send_peer(owner, PeerMsg::UnsubscribeRequest { realm, uri, policy });
@@ -465,6 +493,7 @@ impl Shard {
             return;
         };
         i.shards.retain(|s| *s != shard);
+        i.needs.retain(|n| n.0 != shard);
         if i.shards.is_empty() {
             let id = i.id;
             b.interest.remove(uri, policy);
@@ -472,6 +501,60 @@ impl Shard {
             if self.owner(realm, uri, policy) == self.index {
                 self.meta_on_delete(realm, id);
             }
+        }
+    }
+
+    /// Tells every shard (this one included) which serializers this shard's subscribers of
+    /// local subscription `id` use, when that changed since the last announcement.
+    fn announce_needs(&mut self, realm: u16, id: Id) {
+        let b = &mut self.realms[usize::from(realm)].broker;
+        let Some(l) = b.local_subs.get_mut(&id) else {
+            return;
+        };
+        let needs = l.needs();
+        if needs == l.needs {
+            return;
+        }
+        l.needs = needs;
+        // Sent by the subscribers' shard itself: its announcements reach each shard in
+        // order over its FIFO links, after the owner's InterestAdd (SUBSCRIBED waited for
+        // every shard's acknowledgement of it).
+        let msg = PeerMsg::InterestNeeds {
+            realm,
+            uri: l.uri.clone(),
+            policy: l.policy,
+            shard: self.index,
+            needs,
+        };
+        self.broadcast(&msg);
+        let PeerMsg::InterestNeeds { uri, policy, .. } = msg else {
+            return;
+        };
+        self.apply_interest_needs(realm, &uri, policy, self.index, needs);
+    }
+
+    pub(super) fn apply_interest_needs(
+        &mut self,
+        realm: u16,
+        uri: &str,
+        policy: MatchPolicy,
+        shard: u16,
+        needs: u8,
+    ) {
+        let Some(i) = self
+            .realms
+            .get_mut(usize::from(realm))
+            .and_then(|r| r.broker.interest.get_mut(uri, policy))
+        else {
+            return;
+        };
+        if !i.shards.contains(&shard) {
+            // The shard's interest was removed meanwhile; a stale hint is dropped.
+            return;
+        }
+        match i.needs.iter_mut().find(|n| n.0 == shard) {
+            Some(n) => n.1 = needs,
+            None => i.needs.push((shard, needs)),
         }
     }
 
@@ -583,6 +666,7 @@ impl Shard {
             retain: o.retain == Some(true),
             ppt: o.ppt,
             payload: m.payload,
+            transcoded: Default::default(),
         };
         let publication = p.publication;
         self.route_publication(&p);
@@ -608,22 +692,41 @@ impl Shard {
         // A buffer kept across publications: routing allocates nothing per PUBLISH.
         let mut shards = std::mem::take(&mut self.scratch_shards);
         shards.clear();
+        // The serializers other shards' subscribers need (bits), as far as they said.
+        let mut needs = 0;
+        let me = self.index;
+        b.interest.for_each_match(&p.topic, |m| {
+            for s in &m.value.shards {
+                if !shards.contains(s) {
+                    shards.push(*s);
+                }
+            }
+            for n in &m.value.needs {
+                if n.0 != me {
+                    needs |= n.1;
+                }
+            }
+        });
         if p.retain || b.history_limits.contains_key(&p.topic) {
             // Retained events and history live on every shard, so that subscribing and
             // `get_events` are answered locally.
+            shards.clear();
             shards.extend((0..self.count).filter(|s| self.live[usize::from(*s)]));
-        } else {
-            b.interest.for_each_match(&p.topic, |m| {
-                for s in &m.value.shards {
-                    if !shards.contains(s) {
-                        shards.push(*s);
-                    }
-                }
-            });
         }
         let remote = shards.iter().any(|s| *s != self.index);
+        // Transcode once here for every remote shard that needs the other serializer,
+        // rather than once on each of them.
+        let other = match p.payload.serializer() {
+            Serializer::Json => Serializer::MsgPack,
+            Serializer::MsgPack => Serializer::Json,
+        };
+        let alt = if remote && needs & need_bit(other) != 0 && p.payload_in(other).is_none() {
+            fit(p.payload.clone(), other).ok()
+        } else {
+            None
+        };
         if remote {
-            let bytes = p.to_peer_bytes();
+            let bytes = p.to_peer_bytes(alt.as_ref());
             for &s in &shards {
                 if s != self.index && self.live[usize::from(s)] {
                     self.out.push_back(Output::Peer {
@@ -636,12 +739,17 @@ impl Shard {
         let here = shards.contains(&self.index);
         self.scratch_shards = shards;
         if here {
-            self.deliver_publication(p);
+            self.deliver_publication(p, alt.as_ref());
         }
     }
 
     /// Fans a publication out to this shard's subscribers.
-    pub(super) fn deliver_publication(&mut self, p: &Publication) {
+    /// `alt` is the payload in the other serializer, when the caller has it already.
+    pub(super) fn deliver_publication(
+        &mut self,
+        p: &Publication,
+        alt: Option<&crate::message::Payload>,
+    ) {
         let realm = usize::from(p.realm);
         if realm >= self.realms.len() {
             return;
@@ -666,7 +774,17 @@ impl Shard {
         subs.clear();
         b.local
             .for_each_match(&p.topic, |m| subs.push((*m.value, m.policy)));
+        // The payload per serializer (JSON, MessagePack), transcoded at most once each and
+        // not at all when the publisher's shard sent it along.
         let mut transcoded: [Option<Option<crate::message::Payload>>; 2] = [None, None];
+        for s in [Serializer::Json, Serializer::MsgPack] {
+            let have = p
+                .payload_in(s)
+                .or(alt.filter(|a| !a.is_empty() && a.serializer() == s));
+            if let Some(have) = have {
+                transcoded[usize::from(s == Serializer::MsgPack)] = Some(Some(have.clone()));
+            }
+        }
         // Most publications filter subscribers by `exclude_me` alone: those reach each
         // subscriber with one comparison and one push, no session lookup.
         let filtered = p.filters_subscribers();

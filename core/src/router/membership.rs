@@ -114,7 +114,7 @@ impl Shard {
             let _ = r
                 .broker
                 .interest
-                .insert(&uri, policy, Interest { id, shards });
+                .insert(&uri, policy, Interest::new(id, shards));
             r.broker.by_id.insert(id, (uri, policy));
         }
         for (realm, uri, policy, invoke, id, callees) in snap.registrations {

@@ -789,5 +789,6 @@ fn internal_publication(
         retain: false,
         ppt: Default::default(),
         payload: payload(crate::codec::Serializer::Json, args, kwargs),
+        transcoded: Default::default(),
     }
 }

@@ -517,7 +517,14 @@ impl Shard {
             } => {
                 self.apply_interest_remove(realm, &uri, policy, shard);
             }
-            PeerMsg::Publish(p) => self.deliver_publication(&p),
+            PeerMsg::Publish(p) => self.deliver_publication(&p, None),
+            PeerMsg::InterestNeeds {
+                realm,
+                uri,
+                policy,
+                shard,
+                needs,
+            } => self.apply_interest_needs(realm, &uri, policy, shard, needs),
             PeerMsg::RegisterRequest {
                 token,
                 realm,

@@ -23,7 +23,7 @@ use crate::message::{CancelMode, Dict, InvokePolicy, Payload, Ppt, Value};
 use crate::uri::MatchPolicy;
 
 /// The encoding's version, the first byte of every message.
-pub const VERSION: u8 = 0x01;
+pub const VERSION: u8 = 0x02;
 
 /// The deepest nesting of a dictionary value in a peer message.
 const MAX_DEPTH: usize = 64;
@@ -88,6 +88,21 @@ pub enum PeerMsg {
     },
     /// A publication forwarded once to each interested shard.
     Publish(Box<Publication>),
+    /// From a shard to every other: which serializers its local subscribers of a key use
+    /// (bit 0 JSON, bit 1 MessagePack), so that publishers' shards transcode a payload
+    /// once for the whole router. A hint: a shard that lacks it transcodes for itself.
+    InterestNeeds {
+        /// Realm index.
+        realm: u16,
+        /// Topic or pattern.
+        uri: String,
+        /// Match policy.
+        policy: MatchPolicy,
+        /// The shard whose subscribers these are.
+        shard: u16,
+        /// The serializers, as bits.
+        needs: u8,
+    },
     /// To the owner of a registration key: a session of the sender registers.
     RegisterRequest {
         /// Correlates the acknowledgements at the requester.
@@ -289,19 +304,36 @@ pub struct Publication {
     pub ppt: Ppt,
     /// The payload, in the publisher's serializer.
     pub payload: Payload,
+    /// The payload transcoded to the other serializer by the publisher's shard, because
+    /// some interested shard has subscribers using it; empty otherwise.
+    pub transcoded: Payload,
 }
 
 impl Publication {
     /// The encoding of [`PeerMsg::Publish`] carrying this publication, written straight
-    /// from a reference (the publisher's shard need not clone or box it to forward it).
-    pub fn to_peer_bytes(&self) -> Bytes {
-        let mut out =
-            Vec::with_capacity(96 + self.topic.len() + self.authid.len() + self.payload.len());
+    /// from a reference (the publisher's shard need not clone or box it to forward it),
+    /// with `transcoded` in place of the field of that name when given.
+    pub fn to_peer_bytes(&self, transcoded: Option<&Payload>) -> Bytes {
+        let transcoded = transcoded.unwrap_or(&self.transcoded);
+        let mut out = Vec::with_capacity(
+            96 + self.topic.len() + self.authid.len() + self.payload.len() + transcoded.len(),
+        );
         let mut w = W(&mut out);
         w.u8(VERSION);
         w.u8(tag::PUBLISH);
-        w.publication(self);
+        w.publication(self, transcoded);
         Bytes::from(out)
+    }
+
+    /// The payload in `serializer` if this publication carries it already.
+    pub fn payload_in(&self, serializer: Serializer) -> Option<&Payload> {
+        if self.payload.serializer() == serializer || self.payload.is_empty() {
+            Some(&self.payload)
+        } else if !self.transcoded.is_empty() && self.transcoded.serializer() == serializer {
+            Some(&self.transcoded)
+        } else {
+            None
+        }
     }
 
     /// Whether subscribers are filtered by anything but `exclude_me` (black/white lists).
@@ -417,6 +449,7 @@ mod tag {
     pub(super) const UNSUBSCRIBE_REQUEST: u8 = 0x04;
     pub(super) const INTEREST_REMOVE: u8 = 0x05;
     pub(super) const PUBLISH: u8 = 0x06;
+    pub(super) const INTEREST_NEEDS: u8 = 0x07;
     pub(super) const REGISTER_REQUEST: u8 = 0x10;
     pub(super) const REGISTER_ADD: u8 = 0x11;
     pub(super) const REGISTER_REJECT: u8 = 0x12;
@@ -492,7 +525,21 @@ impl PeerMsg {
             }
             Self::Publish(p) => {
                 w.u8(tag::PUBLISH);
-                w.publication(p);
+                w.publication(p, &p.transcoded);
+            }
+            Self::InterestNeeds {
+                realm,
+                uri,
+                policy,
+                shard,
+                needs,
+            } => {
+                w.u8(tag::INTEREST_NEEDS);
+                w.u16(*realm);
+                w.str(uri);
+                w.policy(*policy);
+                w.u16(*shard);
+                w.u8(*needs);
             }
             Self::RegisterRequest {
                 token,
@@ -694,7 +741,7 @@ impl PeerMsg {
                 }
                 w.len(s.retained.len());
                 for p in &s.retained {
-                    w.publication(p);
+                    w.publication(p, &p.transcoded);
                 }
             }
         }
@@ -744,6 +791,13 @@ impl PeerMsg {
                 shard: r.u16()?,
             },
             tag::PUBLISH => Self::Publish(Box::new(r.publication()?)),
+            tag::INTEREST_NEEDS => Self::InterestNeeds {
+                realm: r.u16()?,
+                uri: r.str()?,
+                policy: r.policy()?,
+                shard: r.u16()?,
+                needs: r.u8()?,
+            },
             tag::REGISTER_REQUEST => Self::RegisterRequest {
                 token: r.u64()?,
                 realm: r.u16()?,
@@ -900,7 +954,7 @@ impl PeerMsg {
 struct W<'a>(&'a mut Vec<u8>);
 
 impl W<'_> {
-    fn publication(&mut self, p: &Publication) {
+    fn publication(&mut self, p: &Publication, transcoded: &Payload) {
         self.u16(p.realm);
         self.str(&p.topic);
         self.id(p.publication);
@@ -918,6 +972,7 @@ impl W<'_> {
         self.bool(p.retain);
         self.ppt(&p.ppt);
         self.payload(&p.payload);
+        self.payload(transcoded);
     }
     fn u8(&mut self, v: u8) {
         self.0.push(v);
@@ -1085,6 +1140,7 @@ impl R<'_> {
             retain: self.bool()?,
             ppt: self.ppt()?,
             payload: self.payload()?,
+            transcoded: self.payload()?,
         })
     }
     fn take(&mut self, n: usize) -> Result<&[u8], PeerError> {
@@ -1295,7 +1351,19 @@ mod tests {
                     ..Ppt::default()
                 },
                 payload: payload.clone(),
+                transcoded: Payload::new(
+                    Serializer::MsgPack,
+                    Some(Bytes::from_static(&[0x92, 0x01, 0x02])),
+                    None,
+                ),
             })),
+            PeerMsg::InterestNeeds {
+                realm: 2,
+                uri: "a.b.".into(),
+                policy: MatchPolicy::Prefix,
+                shard: 1,
+                needs: 3,
+            },
             PeerMsg::RegisterRequest {
                 token: 1,
                 realm: 0,
@@ -1436,7 +1504,7 @@ mod tests {
     fn publication_bytes_are_the_publish_message() {
         for m in samples() {
             if let PeerMsg::Publish(p) = &m {
-                assert_eq!(p.to_peer_bytes(), m.to_bytes());
+                assert_eq!(p.to_peer_bytes(None), m.to_bytes());
             }
         }
     }
@@ -1458,7 +1526,7 @@ mod tests {
     #[test]
     fn bad_input() {
         check(&[], PeerError::Truncated);
-        check(&[0x02, tag::ACK], PeerError::UnknownVersion(2));
+        check(&[0x01, tag::ACK], PeerError::UnknownVersion(1));
         check(&[VERSION, 0xee], PeerError::UnknownTag(0xee));
         let mut ack = PeerMsg::Ack { token: 1 }.to_bytes().to_vec();
         ack.push(0);

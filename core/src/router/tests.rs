@@ -17,6 +17,8 @@ struct World {
     inbox: Map<ConnId, Vec<String>>,
     closed: Set<ConnId>,
     home: Map<ConnId, usize>,
+    /// Connections opened with MessagePack (their frames are shown as JSON in the inbox).
+    msgpack: Set<ConnId>,
     now: Time,
 }
 
@@ -43,6 +45,7 @@ impl World {
             inbox: Map::default(),
             closed: Set::default(),
             home: Map::default(),
+            msgpack: Set::default(),
             now: Time(0),
         }
     }
@@ -109,6 +112,23 @@ impl World {
     }
 
     fn deliver(&mut self, conn: ConnId, bytes: &[u8]) {
+        if self.msgpack.contains(&conn) {
+            let m = codec::decode(Serializer::MsgPack, Bytes::copy_from_slice(bytes)).unwrap();
+            let m = match m {
+                Message::Event(mut e) => {
+                    e.payload = codec::transcode(&e.payload, Serializer::Json).unwrap();
+                    Message::Event(e)
+                }
+                other => other,
+            };
+            let mut json = Vec::new();
+            codec::encode(Serializer::Json, &m, &mut json).unwrap();
+            self.inbox
+                .entry(conn)
+                .or_default()
+                .push(String::from_utf8(json).unwrap());
+            return;
+        }
         self.inbox
             .entry(conn)
             .or_default()
@@ -962,4 +982,59 @@ fn calls_in_flight_toward_a_shard_are_bounded() {
     w.send(3, r#"[48,3,{},"com.local",[]]"#);
     assert_eq!(w.take(4).len(), 3);
     w.check(3, &[]);
+}
+
+/// Transcoding once per publication router-wide: a JSON publication for MessagePack
+/// subscribers on two other shards is transcoded by the publisher's shard, once, and both
+/// encodings travel; the receiving shards fan out without transcoding again.
+#[test]
+fn publisher_shard_transcodes_once_for_every_shard() {
+    let mut w = World::new(3);
+    w.join(0, 1, PUBSUB);
+    for (shard, conn, msgpack) in [(1, 2, true), (2, 3, true), (2, 4, false)] {
+        w.home.insert(ConnId(conn), shard);
+        let serializer = if msgpack {
+            w.msgpack.insert(ConnId(conn));
+            Serializer::MsgPack
+        } else {
+            Serializer::Json
+        };
+        w.shards[shard].handle_open(w.now, ConnId(conn), serializer, TransportInfo::default());
+        w.send(conn, &format!(r#"[1,"realm1",{{"roles":{PUBSUB}}}]"#));
+        assert!(w.take(conn)[0].starts_with("[2,"));
+        w.send(conn, r#"[32,1,{},"com.t"]"#);
+        assert!(w.take(conn)[0].starts_with("[33,"));
+    }
+    w.send_held(1, r#"[16,1,{},"com.t",[1,"two"],{"k":true}]"#);
+    let forwarded: Vec<peer::Publication> = w
+        .links
+        .iter()
+        .filter_map(|(_, _, b)| match PeerMsg::decode(b).unwrap() {
+            PeerMsg::Publish(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded.len(), 2, "one per interested shard");
+    for p in &forwarded {
+        assert_eq!(p.transcoded.serializer(), Serializer::MsgPack);
+        assert!(!p.transcoded.is_empty());
+    }
+    w.run();
+    for conn in [2, 3, 4] {
+        let got = w.take(conn);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].ends_with(r#",{},[1,"two"],{"k":true}]"#), "{got:?}");
+    }
+    // With only JSON subscribers elsewhere, nothing is transcoded.
+    w.shards[1].handle_close(w.now, ConnId(2));
+    w.shards[2].handle_close(w.now, ConnId(3));
+    w.run();
+    w.send_held(1, r#"[16,2,{},"com.t",[3]]"#);
+    for (_, _, b) in &w.links {
+        if let PeerMsg::Publish(p) = PeerMsg::decode(b).unwrap() {
+            assert!(p.transcoded.is_empty());
+        }
+    }
+    w.run();
+    assert_eq!(w.take(4).len(), 1);
 }
