@@ -107,8 +107,10 @@ fn is_whitespace(b: u8) -> bool {
 }
 
 /// The first position at or after `pos` that is not whitespace.
+#[inline]
 fn skip_ws(b: &[u8], mut pos: usize) -> usize {
-    while b.get(pos).is_some_and(|&c| is_whitespace(c)) {
+    // Compact JSON has no whitespace: one comparison settles the common case.
+    while b.get(pos).is_some_and(|&c| c <= b' ' && is_whitespace(c)) {
         pos += 1;
     }
     pos
@@ -225,12 +227,11 @@ const STRING_STOP: [bool; 256] = {
 /// may be a lone surrogate (the router forwards what it does not read).
 fn skip_str(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
     loop {
-        let rest = b.get(pos..).unwrap_or_default();
-        let Some(run) = rest.iter().position(|&c| STRING_STOP[usize::from(c)]) else {
+        pos = string_run(b, pos);
+        let Some(&c) = b.get(pos) else {
             return Err(Bad::Truncated);
         };
-        pos += run;
-        match b[pos] {
+        match c {
             b'"' => return Ok(pos + 1),
             b'\\' => match b.get(pos + 1) {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => pos += 2,
@@ -249,6 +250,33 @@ fn skip_str(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
             _ => return Err(Bad::Syntax),
         }
     }
+}
+
+/// The first position at or after `pos` holding a [`STRING_STOP`] byte, or `b.len()`.
+///
+/// Eight bytes at a time while eight remain (most strings end within the first word),
+/// then byte by byte.
+fn string_run(b: &[u8], mut pos: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `x` below `n` (n <= 0x80). A borrow can only mark
+    // bytes above a true hit, so the lowest marked byte is always exact.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
+    while let Some(word) = b.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
+        let x = u64::from_le_bytes(*word);
+        let stops = below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1);
+        if stops != 0 {
+            // Little-endian: the lowest set bit is in the first stop byte; at most 8.
+            return pos + (stops.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while b.get(pos).is_some_and(|&c| !STRING_STOP[usize::from(c)]) {
+        pos += 1;
+    }
+    pos
 }
 
 /// Skips `true`, `false` or `null` at `pos`.
@@ -963,6 +991,31 @@ mod tests {
             }
             let text: String = chars.into_iter().collect();
             prop_assert_eq!(ours(&text), reference(&text), "{:?}", text);
+        }
+    }
+
+    /// The word-at-a-time scan finds the same stop as a byte-by-byte one, wherever the
+    /// stop byte sits in a word.
+    #[test]
+    fn string_run_matches_bytewise() {
+        let bytewise = |b: &[u8], pos: usize| {
+            (pos..b.len())
+                .find(|&i| STRING_STOP[usize::from(b[i])])
+                .unwrap_or(b.len())
+        };
+        for stop in [b'"', b'\\', 0x00, 0x1f] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut b = vec![b'a'; len];
+                    b.extend_from_slice("é ~\x7f".as_bytes());
+                    if at < len {
+                        b[at] = stop;
+                    }
+                    for pos in 0..3.min(b.len()) {
+                        assert_eq!(string_run(&b, pos), bytewise(&b, pos), "{b:?} from {pos}");
+                    }
+                }
+            }
         }
     }
 
