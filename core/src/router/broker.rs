@@ -48,7 +48,11 @@ pub(super) struct RealmBroker {
     history_limits: Map<String, usize>,
     /// The last events of each history topic, oldest first. Every shard keeps them, so
     /// `wamp.subscription.get_events` is answered locally.
-    history: Map<String, std::collections::VecDeque<Box<Publication>>>,
+    /// Each event carries its arrival number here, which orders the events of several
+    /// topics for a pattern subscription's `get_events`.
+    history: Map<String, std::collections::VecDeque<(u64, Box<Publication>)>>,
+    /// The arrival number of the next history event.
+    history_seq: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -137,14 +141,39 @@ impl RealmBroker {
         }
     }
 
-    /// The last `limit` events of a topic's history, oldest first.
-    pub(super) fn events(&self, topic: &str, limit: usize) -> Vec<&Publication> {
-        self.history.get(topic).map_or_else(Vec::new, |h| {
-            h.iter()
-                .skip(h.len().saturating_sub(limit))
-                .map(|p| &**p)
-                .collect()
-        })
+    /// The last `limit` events of the histories of the topics a subscription `pattern`
+    /// matches, oldest first (in the order they reached this shard).
+    pub(super) fn events(
+        &self,
+        pattern: &str,
+        policy: MatchPolicy,
+        limit: usize,
+    ) -> Vec<&Publication> {
+        let mut found: Vec<&(u64, Box<Publication>)> = match policy {
+            MatchPolicy::Exact => self
+                .history
+                .get(pattern)
+                .map_or_else(Vec::new, |h| h.iter().collect()),
+            _ => {
+                let mut m = Matcher::new();
+                if m.insert(pattern, policy, ()).is_err() {
+                    return Vec::new();
+                }
+                let mut v = Vec::new();
+                for (topic, h) in &self.history {
+                    let mut hit = false;
+                    m.for_each_match(topic, |_| hit = true);
+                    if hit {
+                        v.extend(h.iter());
+                    }
+                }
+                v.sort_unstable_by_key(|e| e.0);
+                v
+            }
+        };
+        let skip = found.len().saturating_sub(limit);
+        found.drain(..skip);
+        found.into_iter().map(|e| &*e.1).collect()
     }
 
     /// The replica's entries, for the meta API: (id, uri, policy).
@@ -763,11 +792,13 @@ impl Shard {
         }
         let b = &mut self.realms[realm].broker;
         if let Some(&limit) = b.history_limits.get(&p.topic) {
+            let seq = b.history_seq;
+            b.history_seq += 1;
             let h = b.history.entry(p.topic.clone()).or_default();
             if h.len() >= limit {
                 h.pop_front();
             }
-            h.push_back(Box::new(p.clone()));
+            h.push_back((seq, Box::new(p.clone())));
         }
         let b = &self.realms[realm].broker;
         let mut subs = std::mem::take(&mut self.scratch_subs);

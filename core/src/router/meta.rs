@@ -236,13 +236,13 @@ impl Shard {
                 }
             }
             "wamp.subscription.get_events" => match arg_id(0).and_then(|id| b.key(id)) {
-                Some((uri, MatchPolicy::Exact)) => {
+                Some((uri, policy)) => {
                     let limit = args
                         .get(1)
                         .and_then(Value::as_u64)
                         .map_or(usize::MAX, |l| l as usize);
                     let events = b
-                        .events(uri, limit)
+                        .events(uri, policy, limit)
                         .into_iter()
                         .map(|p| {
                             let mut e = Dict::new()
@@ -258,8 +258,6 @@ impl Shard {
                         .collect();
                     Ok(Value::List(events))
                 }
-                // History is kept per concrete topic; a pattern subscription has none.
-                Some(_) => Ok(Value::List(Vec::new())),
                 None => Err("wamp.error.no_such_subscription"),
             },
             "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {

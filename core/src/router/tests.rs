@@ -1038,3 +1038,49 @@ fn publisher_shard_transcodes_once_for_every_shard() {
     w.run();
     assert_eq!(w.take(4).len(), 1);
 }
+
+/// `get_events` for pattern subscriptions: the histories of every matching topic, merged
+/// in the order the events reached the shard, the last `limit` of them.
+#[test]
+fn event_history_for_pattern_subscriptions() {
+    let mut config = RouterConfig::default();
+    config.realms[0].history = ["com.h.a", "com.h.b", "com.other"]
+        .iter()
+        .map(|t| HistoryConfig {
+            topic: (*t).into(),
+            limit: 3,
+        })
+        .collect();
+    let mut w = World::with_config(2, config);
+    w.join(0, 1, PUBSUB);
+    w.join(1, 2, PUBSUB);
+    for (i, topic) in ["com.h.a", "com.h.b", "com.other", "com.h.a", "com.h.b"]
+        .iter()
+        .enumerate()
+    {
+        w.send(1, &format!(r#"[16,{},{{}},"{topic}",[{i}]]"#, i + 1));
+    }
+    let mut check = |options: &str, pattern: &str, limit: &str, expect: &[u64]| {
+        w.send(2, &format!(r#"[32,1,{options},"{pattern}"]"#));
+        let sub = subscribed(&w.take(2)[0]);
+        w.send(
+            2,
+            &format!(r#"[48,2,{{}},"wamp.subscription.get_events",[{sub}{limit}]]"#),
+        );
+        let got = w.take(2);
+        let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+        let args: Vec<u64> = v[3][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["args"][0].as_u64().unwrap())
+            .collect();
+        assert_eq!(args, expect, "{pattern} {got:?}");
+    };
+    check("{}", "com.h.a", "", &[0, 3]);
+    check(r#"{"match":"prefix"}"#, "com.h", "", &[0, 1, 3, 4]);
+    check(r#"{"match":"prefix"}"#, "com.h", ",2", &[3, 4]);
+    check(r#"{"match":"wildcard"}"#, "com..b", "", &[1, 4]);
+    check(r#"{"match":"prefix"}"#, "com", ",3", &[2, 3, 4]);
+    check("{}", "com.h.a", "", &[0, 3]);
+}
