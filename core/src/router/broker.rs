@@ -20,7 +20,7 @@ use crate::hash::Map;
 use crate::id::Id;
 use crate::matcher::Matcher;
 use crate::message::{
-    Event, EventDetails, Message, MessageType, Publish, Published, Subscribe, Subscribed,
+    Dict, Event, EventDetails, Message, MessageType, Publish, Published, Subscribe, Subscribed,
     Unsubscribe, Unsubscribed,
 };
 use crate::uri::{self, MatchPolicy, UriCheck};
@@ -464,6 +464,42 @@ impl Shard {
                 details: None,
             }),
         );
+    }
+
+    /// `wamp.subscription.remove_subscriber` on the session's shard: the session leaves
+    /// the subscription and learns it from a router-initiated UNSUBSCRIBED. False when the
+    /// session is not here or does not hold the subscription.
+    pub(super) fn remove_subscriber(
+        &mut self,
+        realm: u16,
+        id: Id,
+        session: Id,
+        reason: Option<String>,
+    ) -> bool {
+        let Some(&conn) = self.by_id.get(&session) else {
+            return false;
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut().filter(|j| j.realm == realm) else {
+            return false;
+        };
+        if !j.subscriptions.remove(&id) {
+            return false;
+        }
+        self.drop_local_subscriber(realm, id, session);
+        let mut details = Dict::new().with("subscription", id);
+        if let Some(r) = reason {
+            details = details.with("reason", r.as_str());
+        }
+        let msg = Message::Unsubscribed(Unsubscribed {
+            request: None,
+            details: Some(details),
+        });
+        self.send(conn, serializer, &msg);
+        true
     }
 
     /// Removes one session from a local subscription; the last one out gives the shard's

@@ -412,6 +412,44 @@ impl Shard {
         self.send(conn, serializer, &msg);
     }
 
+    /// `wamp.registration.remove_callee` on the session's shard: the callee leaves the
+    /// registration and learns it from a router-initiated UNREGISTERED (invocations it is
+    /// running still expect its answer). False when the session is not here or does not
+    /// hold the registration.
+    pub(super) fn remove_callee(
+        &mut self,
+        realm: u16,
+        id: Id,
+        session: Id,
+        reason: Option<String>,
+    ) -> bool {
+        let Some(&conn) = self.by_id.get(&session) else {
+            return false;
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        let serializer = s.serializer;
+        let Some(j) = s.joined_mut().filter(|j| j.realm == realm) else {
+            return false;
+        };
+        if !j.registrations.remove(&id) {
+            return false;
+        }
+        self.meta_on_unregister(realm, session, id);
+        self.give_back_registration(realm, id, session);
+        let mut details = Dict::new().with("registration", id);
+        if let Some(r) = reason {
+            details = details.with("reason", r.as_str());
+        }
+        let msg = Message::Unregistered(Unregistered {
+            request: None,
+            details: Some(details),
+        });
+        self.send(conn, serializer, &msg);
+        true
+    }
+
     pub(super) fn owner_unregister(
         &mut self,
         from: u16,

@@ -260,6 +260,39 @@ impl Shard {
                 }
                 None => Err("wamp.error.no_such_subscription"),
             },
+            "wamp.subscription.remove_subscriber" | "wamp.registration.remove_callee" => {
+                let (Some(id), Some(target)) = (arg_id(0), arg_id(1)) else {
+                    self.send_error(
+                        conn,
+                        serializer,
+                        MessageType::Call,
+                        m.request,
+                        "wamp.error.invalid_argument",
+                    );
+                    return;
+                };
+                let reason = kwargs
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let query = if m.procedure.starts_with("wamp.subscription") {
+                    MetaQuery::RemoveSubscriber {
+                        subscription: id,
+                        session: target,
+                        reason,
+                    }
+                } else {
+                    MetaQuery::RemoveCallee {
+                        registration: id,
+                        session: target,
+                        reason,
+                    }
+                };
+                // The session's shard decides; an unknown session, or one that does not
+                // hold the subscription or registration, gets `no_such_session`.
+                self.ask_owner(conn, session, m.request, realm, target, Gather::Unit, query);
+                return;
+            }
             "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
                 let Some(id) = arg_id(0).filter(|id| b.key(*id).is_some()) else {
                     self.send_error(
@@ -440,6 +473,24 @@ impl Shard {
                 for (conn, id) in victims {
                     self.kill(conn, &reason, message.as_deref());
                     values.push(Value::from(id));
+                }
+            }
+            MetaQuery::RemoveSubscriber {
+                subscription,
+                session,
+                reason,
+            } => {
+                if self.remove_subscriber(realm, subscription, session, reason) {
+                    values.push(Value::from(session));
+                }
+            }
+            MetaQuery::RemoveCallee {
+                registration,
+                session,
+                reason,
+            } => {
+                if self.remove_callee(realm, registration, session, reason) {
+                    values.push(Value::from(session));
                 }
             }
             MetaQuery::Subscribers { subscription } => {

@@ -254,6 +254,24 @@ pub enum MetaQuery {
         /// The subscription.
         subscription: Id,
     },
+    /// Take one session out of a subscription (`wamp.subscription.remove_subscriber`).
+    RemoveSubscriber {
+        /// The subscription.
+        subscription: Id,
+        /// The subscriber.
+        session: Id,
+        /// The reason URI told to the session in UNSUBSCRIBED, if any.
+        reason: Option<String>,
+    },
+    /// Take one callee out of a registration (`wamp.registration.remove_callee`).
+    RemoveCallee {
+        /// The registration.
+        registration: Id,
+        /// The callee.
+        session: Id,
+        /// The reason URI told to the session in UNREGISTERED, if any.
+        reason: Option<String>,
+    },
 }
 
 /// Which sessions a kill targets.
@@ -702,6 +720,25 @@ impl PeerMsg {
                         w.u8(3);
                         w.id(*subscription);
                     }
+                    MetaQuery::RemoveSubscriber {
+                        subscription: id,
+                        session,
+                        reason,
+                    }
+                    | MetaQuery::RemoveCallee {
+                        registration: id,
+                        session,
+                        reason,
+                    } => {
+                        w.u8(if matches!(query, MetaQuery::RemoveSubscriber { .. }) {
+                            4
+                        } else {
+                            5
+                        });
+                        w.id(*id);
+                        w.id(*session);
+                        w.opt(reason.as_ref(), |w, s| w.str(s));
+                    }
                 }
             }
             Self::MetaReply { token, values } => {
@@ -897,6 +934,16 @@ impl PeerMsg {
                     }
                     3 => MetaQuery::Subscribers {
                         subscription: r.id("subscription")?,
+                    },
+                    4 => MetaQuery::RemoveSubscriber {
+                        subscription: r.id("subscription")?,
+                        session: r.id("session")?,
+                        reason: r.opt(R::str)?,
+                    },
+                    5 => MetaQuery::RemoveCallee {
+                        registration: r.id("registration")?,
+                        session: r.id("session")?,
+                        reason: r.opt(R::str)?,
                     },
                     _ => return Err(PeerError::BadField("query")),
                 };
@@ -1465,6 +1512,24 @@ mod tests {
                 realm: 0,
                 query: MetaQuery::Subscribers {
                     subscription: id(9),
+                },
+            },
+            PeerMsg::MetaQuery {
+                token: 5,
+                realm: 1,
+                query: MetaQuery::RemoveSubscriber {
+                    subscription: id(9),
+                    session: id(10),
+                    reason: Some("wamp.error.x".into()),
+                },
+            },
+            PeerMsg::MetaQuery {
+                token: 6,
+                realm: 1,
+                query: MetaQuery::RemoveCallee {
+                    registration: id(9),
+                    session: id(10),
+                    reason: None,
                 },
             },
             PeerMsg::Join,

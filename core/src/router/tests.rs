@@ -1084,3 +1084,58 @@ fn event_history_for_pattern_subscriptions() {
     check(r#"{"match":"prefix"}"#, "com", ",3", &[2, 3, 4]);
     check("{}", "com.h.a", "", &[0, 3]);
 }
+
+/// `wamp.subscription.remove_subscriber` and `wamp.registration.remove_callee`, for a
+/// session on the caller's shard and on another: the session is told with a
+/// router-initiated UNSUBSCRIBED/UNREGISTERED, and routing forgets it.
+#[test]
+fn meta_remove_subscriber_and_callee() {
+    let roles = r#"{"caller":{},"callee":{},"publisher":{},"subscriber":{}}"#;
+    for target_shard in [0, 1] {
+        let mut w = World::new(2);
+        w.join(0, 1, roles);
+        let target = w.join(target_shard, 2, roles);
+        w.send(2, r#"[32,1,{},"com.t"]"#);
+        let sub = subscribed(&w.take(2)[0]);
+        w.send(2, r#"[64,2,{},"com.p"]"#);
+        let reg = reg_of(&w, "com.p");
+        w.take(2);
+        w.send(
+            1,
+            &format!(
+                r#"[48,1,{{}},"wamp.subscription.remove_subscriber",[{sub},{target}],{{"reason":"app.why"}}]"#
+            ),
+        );
+        w.check(1, &["[50,1,{}]"]);
+        w.check(
+            2,
+            &[&format!(
+                r#"[35,0,{{"subscription":{sub},"reason":"app.why"}}]"#
+            )],
+        );
+        w.send(1, r#"[16,2,{},"com.t"]"#);
+        w.check(2, &[]);
+        // Twice: the session no longer holds it.
+        w.send(
+            1,
+            &format!(r#"[48,2,{{}},"wamp.subscription.remove_subscriber",[{sub},{target}]]"#),
+        );
+        w.check(1, &[r#"[8,48,2,{},"wamp.error.no_such_session"]"#]);
+        w.send(
+            1,
+            &format!(r#"[48,3,{{}},"wamp.registration.remove_callee",[{reg},{target}]]"#),
+        );
+        w.check(1, &["[50,3,{}]"]);
+        w.check(2, &[&format!(r#"[67,0,{{"registration":{reg}}}]"#)]);
+        w.send(1, r#"[48,4,{},"com.p",[]]"#);
+        w.check(1, &[r#"[8,48,4,{},"wamp.error.no_such_procedure"]"#]);
+        // The session can unsubscribe no more, and leaves cleanly.
+        w.send(2, &format!("[34,5,{sub}]"));
+        w.check(2, &[r#"[8,34,5,{},"wamp.error.no_such_subscription"]"#]);
+        w.send(
+            1,
+            r#"[48,5,{},"wamp.subscription.remove_subscriber",["x"]]"#,
+        );
+        w.check(1, &[r#"[8,48,5,{},"wamp.error.invalid_argument"]"#]);
+    }
+}
