@@ -6,8 +6,18 @@
 //! The key's owner shard decides the id and orders changes (see the parent module). A
 //! publication is matched against the interest table on the publisher's shard, sent once to
 //! each interested shard, and fanned out there: one EVENT encoding per subscription and
-//! serializer, payload transcoded at most once per serializer.
+//! serializer, handed to every subscriber as the same bytes.
 //!
+//! Transcoding happens once per publication and target serializer router-wide: each shard
+//! announces which serializers its subscribers of a key use ([`PeerMsg::InterestNeeds`],
+//! a hint replicated with the interest), the publisher's shard transcodes once for every
+//! remote shard that needs the other serializer and forwards both encodings. A shard that
+//! lacks the encoding it needs (a hint still in flight, or lost on rejoin, which snapshots
+//! do not carry) transcodes for itself, so correctness never depends on the hint.
+//!
+//! The fan-out's per-subscriber work is one comparison and one push: each local
+//! subscription keeps its sessions' connections and serializers, so publications without
+//! black/white lists look no session up.
 //! Retained events and the configured event histories are kept on every shard (those
 //! publications go to all shards), so `get_retained` and `get_events` are local reads.
 //!

@@ -35,7 +35,8 @@
 //!   replicated *interest* table (which shards have subscribers for which keys) and sent once
 //!   to each interested shard; FIFO links keep one publisher's order; the receiving shard
 //!   fans out locally, encoding each EVENT once per subscription and serializer
-//!   ([`Output::Fanout`]).
+//!   ([`Output::Fanout`]); a payload crossing serializers is transcoded once, on the
+//!   publisher's shard, for all of them (see the `broker` module).
 //! - **No lock on the data path.** PUBLISH, CALL, YIELD touch only the local shard and
 //!   one-way peer messages.
 //!
