@@ -225,9 +225,22 @@ const STRING_STOP: [bool; 256] = {
 /// The frame is valid UTF-8 already, so only the escapes and the forbidden control
 /// characters need a look; as in `serde_json`, a `\u` escape needs four hex digits but
 /// may be a lone surrogate (the router forwards what it does not read).
-fn skip_str(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
+#[inline(always)]
+fn skip_str(b: &[u8], pos: usize) -> Result<usize, Bad> {
+    // Most strings hold no escape: the first stop byte is the closing quote.
+    let pos = string_run(b, pos);
+    match b.get(pos) {
+        Some(b'"') => Ok(pos + 1),
+        _ => skip_str_rest(b, pos),
+    }
+}
+
+/// Goes on with a string at `pos`, where a stop byte (or the end) was found that is not
+/// known to be the closing quote.
+#[cold]
+#[inline(never)]
+fn skip_str_rest(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
     loop {
-        pos = string_run(b, pos);
         let Some(&c) = b.get(pos) else {
             return Err(Bad::Truncated);
         };
@@ -249,6 +262,7 @@ fn skip_str(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
             },
             _ => return Err(Bad::Syntax),
         }
+        pos = string_run(b, pos);
     }
 }
 
@@ -256,6 +270,7 @@ fn skip_str(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
 ///
 /// Eight bytes at a time while eight remain (most strings end within the first word),
 /// then byte by byte.
+#[inline(always)]
 fn string_run(b: &[u8], mut pos: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
