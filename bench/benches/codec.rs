@@ -9,6 +9,12 @@
 //! - `naive`: the whole PUBLISH parsed into a `serde_json::Value` / `rmpv::Value` tree, the
 //!   EVENT built as a tree from its parts, and serialized.
 //!
+//! Both produce the same EVENT (checked before measuring). The payload is what
+//! applications send: `args` is a list of small records (`{"id":7,"name":"sensor-7",
+//! "v":7.5}`), `kwargs` a one-key dictionary, so that both sides pay per field rather than
+//! per byte of one long string. The frames are 105 B / 78 B (JSON / MessagePack) for
+//! `64B`, 1,066 B / 877 B for `1KiB` (25 records) and 65,594 B / 55,151 B for `64KiB`.
+//!
 //! It does not measure transcoding or framing, and asserts nothing about speed: figures go
 //! to `BENCHMARKS.md` with the command that produced them.
 //!
