@@ -786,7 +786,16 @@ impl PeerMsg {
 
     /// The message's encoding as `Bytes`.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64);
+        // Sized for the payload up front, so that a call or result is written without
+        // growing the buffer.
+        let payload = match self {
+            Self::Publish(p) => p.payload.len() + p.transcoded.len(),
+            Self::Invoke(i) => i.payload.len(),
+            Self::Yield(y) => y.payload.len(),
+            Self::CallError(e) => e.payload.len(),
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(128 + payload);
         self.encode(&mut out);
         Bytes::from(out)
     }
