@@ -190,99 +190,97 @@ pub(super) fn head(c: &mut Cursor<'_>) -> Result<Head, Bad> {
 /// recursion. No container may open deeper than [`MAX_DEPTH`], so the stack never
 /// overflows whatever the input.
 pub(super) fn skip(c: &mut Cursor<'_>, depth: usize) -> Result<(), Bad> {
+    // Scalars and strings (most envelope elements) need no stack of counts.
+    if c.buf
+        .get(c.pos)
+        .is_some_and(|m| !matches!(m, 0x80..=0x9f | 0xdc..=0xdf))
+    {
+        match head(c)? {
+            Head::Str(n) | Head::Bin(n) => {
+                c.take(n)?;
+            }
+            Head::Ext(n) => {
+                c.take(n.saturating_add(1))?;
+            }
+            _ => {}
+        }
+        return Ok(());
+    }
     let buf = c.buf;
     let mut pos = c.pos;
-    // Scalars, strings and empty containers need no stack: most envelope elements.
-    let mut todo = match step(buf, &mut pos, depth)? {
-        0 => {
-            c.pos = pos;
-            return Ok(());
-        }
-        n => n,
-    };
-    // Items still to skip in each enclosing container, innermost last; `todo` counts
-    // those of the innermost open container.
+    // Items still to skip in each enclosing container, innermost last, and in the
+    // innermost one.
     let mut outer = [0usize; MAX_DEPTH];
-    let mut open = 1usize;
+    let mut open = 0usize;
+    let mut todo = 1usize;
     loop {
         while todo == 0 {
-            open -= 1;
             if open == 0 {
                 c.pos = pos;
                 return Ok(());
             }
+            open -= 1;
             todo = outer[open];
         }
         todo -= 1;
-        let n = step(buf, &mut pos, depth + open)?;
+        let Some(&m) = buf.get(pos) else {
+            return Err(Bad::Truncated);
+        };
+        pos += 1;
+        // Either the bytes after the marker, or the items of a container.
+        let (bytes, items) = match m {
+            // fixint, nil, false, true.
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => continue,
+            0x80..=0x8f => (0, Some(2 * usize::from(m & 0x0f))),
+            0x90..=0x9f => (0, Some(usize::from(m & 0x0f))),
+            0xa0..=0xbf => (usize::from(m & 0x1f), None),
+            0xc1 => return Err(Bad::Syntax),
+            // bin, str: a length then the data.
+            0xc4 | 0xd9 => (be_len(buf, &mut pos, 1)?, None),
+            0xc5 | 0xda => (be_len(buf, &mut pos, 2)?, None),
+            0xc6 | 0xdb => (be_len(buf, &mut pos, 4)?, None),
+            // ext: a length, a type byte, the data.
+            0xc7 => (be_len(buf, &mut pos, 1)?.saturating_add(1), None),
+            0xc8 => (be_len(buf, &mut pos, 2)?.saturating_add(1), None),
+            0xc9 => (be_len(buf, &mut pos, 4)?.saturating_add(1), None),
+            // Fixed-width numbers.
+            0xcc | 0xd0 => (1, None),
+            0xcd | 0xd1 => (2, None),
+            0xca | 0xce | 0xd2 => (4, None),
+            0xcb | 0xcf | 0xd3 => (8, None),
+            // fixext 1, 2, 4, 8, 16: a type byte and the data.
+            0xd4 => (2, None),
+            0xd5 => (3, None),
+            0xd6 => (5, None),
+            0xd7 => (9, None),
+            0xd8 => (17, None),
+            0xdc => (0, Some(be_len(buf, &mut pos, 2)?)),
+            0xdd => (0, Some(be_len(buf, &mut pos, 4)?)),
+            0xde => (0, Some(be_len(buf, &mut pos, 2)?.saturating_mul(2))),
+            0xdf => (0, Some(be_len(buf, &mut pos, 4)?.saturating_mul(2))),
+        };
+        let Some(n) = items else {
+            if bytes > buf.len() - pos {
+                return Err(Bad::Truncated);
+            }
+            pos += bytes;
+            continue;
+        };
+        if depth + open > MAX_DEPTH {
+            return Err(Bad::TooDeep);
+        }
+        // Every item takes at least one byte: a count beyond what is left is a lie we can
+        // reject before looping over it.
+        if n > buf.len() - pos {
+            return Err(Bad::Truncated);
+        }
         if n > 0 {
-            // `step` refused containers deeper than MAX_DEPTH, and `depth >= 1`, so
-            // `open < MAX_DEPTH` here.
+            // `depth + open <= MAX_DEPTH` and `depth >= 1` keep `open` below the length.
             *outer.get_mut(open).ok_or(Bad::TooDeep)? = todo;
             open += 1;
             todo = n;
         }
     }
-}
-
-/// Skips the value at `pos`, which sits at nesting level `depth`, except for a
-/// container's items: returns how many items follow (0 for anything but a non-empty
-/// container).
-#[inline(always)]
-fn step(buf: &[u8], pos: &mut usize, depth: usize) -> Result<usize, Bad> {
-    let Some(&m) = buf.get(*pos) else {
-        return Err(Bad::Truncated);
-    };
-    *pos += 1;
-    // Either the bytes after the marker, or the items of a container.
-    let (bytes, items) = match m {
-        // fixint, nil, false, true.
-        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => return Ok(0),
-        0x80..=0x8f => (0, Some(2 * usize::from(m & 0x0f))),
-        0x90..=0x9f => (0, Some(usize::from(m & 0x0f))),
-        0xa0..=0xbf => (usize::from(m & 0x1f), None),
-        0xc1 => return Err(Bad::Syntax),
-        // bin, str: a length then the data.
-        0xc4 | 0xd9 => (be_len(buf, pos, 1)?, None),
-        0xc5 | 0xda => (be_len(buf, pos, 2)?, None),
-        0xc6 | 0xdb => (be_len(buf, pos, 4)?, None),
-        // ext: a length, a type byte, the data.
-        0xc7 => (be_len(buf, pos, 1)?.saturating_add(1), None),
-        0xc8 => (be_len(buf, pos, 2)?.saturating_add(1), None),
-        0xc9 => (be_len(buf, pos, 4)?.saturating_add(1), None),
-        // Fixed-width numbers.
-        0xcc | 0xd0 => (1, None),
-        0xcd | 0xd1 => (2, None),
-        0xca | 0xce | 0xd2 => (4, None),
-        0xcb | 0xcf | 0xd3 => (8, None),
-        // fixext 1, 2, 4, 8, 16: a type byte and the data.
-        0xd4 => (2, None),
-        0xd5 => (3, None),
-        0xd6 => (5, None),
-        0xd7 => (9, None),
-        0xd8 => (17, None),
-        0xdc => (0, Some(be_len(buf, pos, 2)?)),
-        0xdd => (0, Some(be_len(buf, pos, 4)?)),
-        0xde => (0, Some(be_len(buf, pos, 2)?.saturating_mul(2))),
-        0xdf => (0, Some(be_len(buf, pos, 4)?.saturating_mul(2))),
-    };
-    let left = buf.len() - *pos;
-    let Some(n) = items else {
-        if bytes > left {
-            return Err(Bad::Truncated);
-        }
-        *pos += bytes;
-        return Ok(0);
-    };
-    if depth > MAX_DEPTH {
-        return Err(Bad::TooDeep);
-    }
-    // Every item takes at least one byte: a count beyond what is left is a lie we can
-    // reject before looping over it.
-    if n > left {
-        return Err(Bad::Truncated);
-    }
-    Ok(n)
 }
 
 /// Reads a `width`-byte big-endian length at `pos`, advancing past it.
