@@ -19,6 +19,8 @@ use rustix::process::{
 };
 
 use crate::config::{self, Checked, NodeConfig, DEFAULT_JSON};
+use crate::controller::ControllerPlan;
+use crate::server::WorkerPlan;
 
 /// The parsed command line.
 #[derive(Debug, Parser)]
@@ -48,6 +50,36 @@ pub enum Command {
     Stop(NodeDirArgs),
     /// Tell whether a node runs from the node directory.
     Status(NodeDirArgs),
+    /// One router worker process, started by the controller (not for direct use: its
+    /// standard input must be the controller's control socket).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// The hidden `worker` subcommand's options, as the controller passes them.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Where the configuration comes from (the same as the controller's).
+    #[command(flatten)]
+    pub source: ConfigArgs,
+    /// The most verbose level logged.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub loglevel: LogLevel,
+    /// How log lines look.
+    #[arg(long, value_enum, default_value_t = LogFormat::Standard)]
+    pub logformat: LogFormat,
+    /// This worker's index, from 0.
+    #[arg(long)]
+    pub index: u16,
+    /// Workers in the node.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Threads (one shard each) per worker.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+    /// The worker replaces one that died: its shards rejoin the running router.
+    #[arg(long)]
+    pub rejoin: bool,
 }
 
 /// Where the configuration comes from.
@@ -139,6 +171,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Stop(args) => stop(&node_dir(args.cbdir.as_deref())),
         Command::Status(args) => status(&node_dir(args.cbdir.as_deref())),
+        Command::Worker(args) => worker(&args),
     }
 }
 
@@ -250,7 +283,11 @@ fn start(args: StartArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = crate::server::run(node);
+    let result = if node.workers > 1 {
+        run_controller(&node, &args)
+    } else {
+        crate::server::run(node).map_err(|e| e.to_string())
+    };
     // The pid file names this process only while it runs.
     let _ = fs::remove_file(&pid_file);
     match result {
@@ -263,6 +300,89 @@ fn start(args: StartArgs) -> ExitCode {
             eprintln!("switchyard: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the controller of `node.workers` worker processes, each started as
+/// `switchyard worker` with this command's configuration source and log options.
+fn run_controller(node: &NodeConfig, args: &StartArgs) -> Result<(), String> {
+    let workers = u16::try_from(node.workers).unwrap_or(u16::MAX);
+    let threads = ControllerPlan::threads_for(workers, node.cores);
+    let program =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let mut worker_args: Vec<std::ffi::OsString> = vec![
+        "worker".into(),
+        "--workers".into(),
+        workers.to_string().into(),
+        "--threads".into(),
+        threads.to_string().into(),
+        "--loglevel".into(),
+        log_level_name(args.loglevel).into(),
+        "--logformat".into(),
+        match args.logformat {
+            LogFormat::Standard => "standard",
+            LogFormat::Json => "json",
+        }
+        .into(),
+    ];
+    if let Some(config) = &args.source.config {
+        worker_args.push("--config".into());
+        worker_args.push(config.clone().into_os_string());
+    }
+    if let Some(cbdir) = &args.source.cbdir {
+        worker_args.push("--cbdir".into());
+        worker_args.push(cbdir.clone().into_os_string());
+    }
+    let plan = ControllerPlan {
+        workers,
+        threads,
+        program,
+        args: worker_args,
+    };
+    crate::controller::run(node, &plan).map_err(|e| e.to_string())
+}
+
+/// The hidden `worker` subcommand: one router worker process under the controller.
+fn worker(args: &WorkerArgs) -> ExitCode {
+    init_logging(args.loglevel, args.logformat);
+    let node = match load_config(&args.source) {
+        Ok(node) => node,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("switchyard worker {}: configuration refused", args.index);
+            return ExitCode::FAILURE;
+        }
+    };
+    raise_nofile_limit();
+    let plan = WorkerPlan {
+        index: args.index,
+        workers: args.workers,
+        threads: args.threads,
+        rejoin: args.rejoin,
+    };
+    match crate::server::run_worker(node, &plan) {
+        Ok(()) => {
+            tracing::info!(worker = args.index, "worker exiting");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(worker = args.index, "{e}");
+            eprintln!("switchyard worker {}: {e}", args.index);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn log_level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::None => "none",
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`echo`]: a WebSocket echo endpoint (Crossbar's `websocket.testee`) driven by monoio
 //!   over exactly the production code path, for conformance runs.
 //! - [`server`]: the thread-per-core server that runs a checked configuration.
+//! - [`controller`]: the controller of several router worker processes (`--workers N`).
 //!
 //! # What it deliberately does not do
 //!
@@ -20,6 +21,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod echo;
 pub mod rawsocket;
 pub mod server;

@@ -368,16 +368,19 @@ fn duplicate_endpoints_and_node_options() {
     check(
         config.clone(),
         &[
-            "workers[0].options.workers: several worker processes are not yet supported by this build",
             "workers[0].transports[1]: duplicate listening endpoint (also workers[0].transports[0])",
         ],
     );
     let mut ok = config;
     ok["workers"][0]["transports"][1]["endpoint"]["port"] = json!(9001);
-    ok["workers"][0]["options"]["workers"] = json!(1);
     let checked = check_value(&ok);
     let node = checked.config.expect("accepted");
-    assert_eq!((node.cores, node.workers), (Some(2), 1));
+    assert_eq!((node.cores, node.workers), (Some(2), 3));
+    ok["workers"][0]["options"]["workers"] = json!(257);
+    check(
+        ok,
+        &["workers[0].options.workers: 257 is out of range (must be from 1 to 256)"],
+    );
 }
 
 #[test]

@@ -93,6 +93,23 @@ impl Node {
     /// Starts `switchyard start --cores <cores>` on `config` with JSON logs at info level,
     /// and waits until every port in `ports` accepts connections.
     pub fn start(config: &Value, cores: u16, ports: &[u16]) -> Self {
+        Self::start_with(config, &["--cores".to_owned(), cores.to_string()], ports)
+    }
+
+    /// Starts `switchyard start --workers <workers> --cores <cores>` (a controller and
+    /// its worker processes, `cores` threads each) like [`Node::start`].
+    pub fn start_workers(config: &Value, workers: u16, cores: u16, ports: &[u16]) -> Self {
+        let args = [
+            "--workers".to_owned(),
+            workers.to_string(),
+            "--cores".to_owned(),
+            cores.to_string(),
+        ];
+        Self::start_with(config, &args, ports)
+    }
+
+    /// Starts `switchyard start` with `args` after the log options.
+    fn start_with(config: &Value, args: &[String], ports: &[u16]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "switchyard-tests-{}-{}",
             std::process::id(),
@@ -101,17 +118,10 @@ impl Node {
         std::fs::create_dir_all(&dir).expect("a node directory");
         std::fs::write(dir.join("config.json"), config.to_string()).expect("config written");
         let mut cmd = Command::new(binary());
-        cmd.args([
-            "start",
-            "--loglevel",
-            "info",
-            "--logformat",
-            "json",
-            "--cores",
-        ])
-        .arg(cores.to_string())
-        .arg("--cbdir")
-        .arg(&dir);
+        cmd.args(["start", "--loglevel", "info", "--logformat", "json"])
+            .args(args)
+            .arg("--cbdir")
+            .arg(&dir);
         Self::launch(cmd, dir, ports)
     }
 

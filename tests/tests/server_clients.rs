@@ -11,7 +11,8 @@
 //! connections leave the others working; SIGTERM sends GOODBYE to every client and the
 //! node exits 0. Nothing here asserts timing: waits are bounded only so a bug fails.
 //!
-//! What it does not cover: worker processes, TLS and Unix sockets (not served yet).
+//! What it does not cover: worker processes (`server_workers.rs` does), TLS and Unix
+//! sockets (not served yet).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -133,12 +133,6 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
             }
             if let Some((p, v)) = options.take("workers") {
                 workers = w.int(Field::new(v, &p), 1, 256).map_or(1, |n| n as usize);
-                if workers > 1 {
-                    w.unsupported(
-                        &p,
-                        "several worker processes are not yet supported by this build",
-                    );
-                }
             }
             options.take("title");
             options.finish(w, |key| match key {

@@ -15,7 +15,9 @@
 //! bounded by [`BACKLOG_LIMIT`] bytes. A core that stops draining its link for that long
 //! is treated as down: the backlog is dropped, nothing more is sent to it, an error is
 //! logged, and this core's shard drops everything that core owned (`handle_shard_down`),
-//! so that callers get errors instead of waiting forever and memory stays bounded.
+//! so that callers get errors instead of waiting forever and memory stays bounded. The
+//! same bound applies to a link toward a shard of another worker process (`link`), whose
+//! socket is then shut down so that the other side treats this shard as down too.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +31,7 @@ use switchyard_core::codec::{self, Serializer};
 use switchyard_core::message::{Goodbye, Message};
 use switchyard_core::router::{ConnId, Output, Shard, Time};
 
+use super::link::RemoteLink;
 use crate::rawsocket::{self, FrameType};
 use crate::ws::frame::{self, OpCode};
 
@@ -191,6 +194,15 @@ pub(super) struct LinkOut {
     waker: Cell<Option<Waker>>,
 }
 
+/// A core's link to another shard: in-process (another thread of this worker) or to a
+/// shard of another worker process.
+pub(super) enum Link {
+    /// A bounded channel to a thread of this process.
+    Local(Rc<LinkOut>),
+    /// A Unix socket to another worker process.
+    Remote(Rc<RemoteLink>),
+}
+
 /// What became of a message sent on a link.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Sent {
@@ -271,22 +283,63 @@ pub(super) struct Core {
     pub(super) shard: Shard,
     conns: HashMap<ConnId, Rc<ConnShared>>,
     next_conn: u64,
-    links: Vec<Option<Rc<LinkOut>>>,
+    links: Vec<Option<Link>>,
+    /// The generation the next remote link gets.
+    generations: u64,
     start: Instant,
+    /// This core's worker process (0 without worker processes), for log lines.
+    worker: u16,
     /// Set at shutdown: connections accepted from then on are dropped.
     pub(super) stopping: bool,
 }
 
 impl Core {
-    pub(super) fn new(shard: Shard, links: Vec<Option<Rc<LinkOut>>>, start: Instant) -> Self {
+    pub(super) fn new(shard: Shard, links: Vec<Option<Link>>, start: Instant, worker: u16) -> Self {
         Self {
             shard,
             conns: HashMap::new(),
             next_conn: 1,
             links,
+            generations: 0,
             start,
+            worker,
             stopping: false,
         }
+    }
+
+    /// A generation number for a new remote link.
+    pub(super) fn next_generation(&mut self) -> u64 {
+        self.generations += 1;
+        self.generations
+    }
+
+    /// Makes `link` the link to its shard, retiring the one it replaces.
+    pub(super) fn set_remote_link(&mut self, link: Rc<RemoteLink>) {
+        let slot = usize::from(link.to);
+        if slot >= self.links.len() {
+            self.links.resize_with(slot + 1, || None);
+        }
+        if let Some(Link::Remote(old)) = self.links[slot].replace(Link::Remote(link)) {
+            old.retire();
+        }
+    }
+
+    /// Whether `link` is the current link to its shard.
+    pub(super) fn link_is_current(&self, link: &RemoteLink) -> bool {
+        matches!(
+            self.links.get(usize::from(link.to)),
+            Some(Some(Link::Remote(current))) if current.generation == link.generation
+        )
+    }
+
+    /// The shards this core has no link to (other than itself): shards of workers that
+    /// are not running.
+    pub(super) fn unlinked_shards(&self) -> Vec<u16> {
+        let me = self.shard.index();
+        (0..self.links.len())
+            .filter_map(|i| u16::try_from(i).ok())
+            .filter(|&i| i != me && self.links[usize::from(i)].is_none())
+            .collect()
     }
 
     /// The shard's clock: microseconds since the node started (the same epoch on every core).
@@ -332,7 +385,7 @@ impl Core {
                 Output::Send { conn, bytes } => {
                     if let Some(c) = self.conns.get(&conn) {
                         if c.joining.get() {
-                            log_join(self.shard.index(), conn, c, &bytes);
+                            log_join(self.worker, self.shard.index(), conn, c, &bytes);
                         }
                         c.push(conn, Out::Message(bytes));
                     }
@@ -350,7 +403,8 @@ impl Core {
                 }
                 Output::Peer { to, bytes } => {
                     let sent = match self.links.get(usize::from(to)).and_then(Option::as_ref) {
-                        Some(link) => link.send(bytes),
+                        Some(Link::Local(link)) => link.send(bytes),
+                        Some(Link::Remote(link)) => link.send(bytes),
                         None => {
                             tracing::error!(to, "peer message for an unknown core dropped");
                             Sent::Dropped
@@ -429,11 +483,12 @@ impl Core {
 
 /// Logs a session's join (or the end of its attempt) naming the core that holds it; only
 /// the messages sent between HELLO and WELCOME or ABORT are decoded for it.
-fn log_join(core: u16, conn: ConnId, c: &ConnShared, bytes: &Bytes) {
+fn log_join(worker: u16, core: u16, conn: ConnId, c: &ConnShared, bytes: &Bytes) {
     match codec::decode(c.serializer, bytes.clone()) {
         Ok(Message::Welcome(w)) => {
             c.joining.set(false);
             tracing::info!(
+                worker,
                 core,
                 conn = conn.0,
                 session = w.session.get(),

@@ -16,17 +16,28 @@
 //! same `Bytes` frame is queued on every such connection; a connection writes its batch
 //! of queued frames with one vectored write (`writev`).
 //!
-//! What it does not do yet: TLS, Unix-socket endpoints, several worker processes (the
-//! configuration check refuses them).
+//! Worker processes (`--workers N`, see [`crate::controller`]): each worker runs this same
+//! server for its own shards (global shard index = worker × threads + thread) and
+//! reaches the shards of the other workers over Unix socket links ([`link`]) that the
+//! controller makes and passes over the worker's control socket ([`control`]).
+//!
+//! What it does not do yet: TLS, Unix-socket endpoints (the configuration check refuses
+//! them).
 
 mod conn;
+pub(crate) mod control;
 mod core;
+mod link;
+mod worker;
 mod writev;
+
+pub use worker::{run_worker, WorkerPlan};
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +49,7 @@ use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 use switchyard_core::router::{Shard, ShardConfig};
 
-use self::core::{Core, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
+use self::core::{Core, Link, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
 use crate::config::{Endpoint, NodeConfig, Transport, TransportKind, WebSocketRoutes};
 use crate::echo::{self, EchoConfig};
 
@@ -82,19 +93,97 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-/// Serves `config` until SIGINT or SIGTERM, then shuts down gracefully.
+/// Serves `config` in this process until SIGINT or SIGTERM, then shuts down gracefully.
+/// Several worker processes are the controller's business ([`crate::controller`]).
 pub fn run(config: NodeConfig) -> Result<(), ServerError> {
     if config.workers > 1 {
         return Err(ServerError::Unsupported(format!(
-            "{} worker processes (only 1 for now)",
+            "{} worker processes in one process (the controller starts them)",
             config.workers
         )));
     }
-    let cores = config.cores.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let cores = config.cores.unwrap_or_else(available_cores);
     let count = u16::try_from(cores).unwrap_or(u16::MAX);
-    let cores = usize::from(count);
+    let layout = Layout {
+        worker: 0,
+        threads: usize::from(count),
+        count,
+        rejoin: false,
+    };
+    let remote = (0..layout.threads).map(|_| Vec::new()).collect();
+    serve(&config, &layout, remote, None)
+}
+
+/// The cores the machine offers this process.
+pub(crate) fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Where one process sits in the router: which shards it runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// This worker's index (0 without worker processes).
+    pub(crate) worker: u16,
+    /// Threads (one shard each) in this process.
+    pub(crate) threads: usize,
+    /// Shards in the whole router.
+    pub(crate) count: u16,
+    /// The worker was restarted: its shards rejoin a running router.
+    pub(crate) rejoin: bool,
+}
+
+impl Layout {
+    /// The global index of this process's thread `thread`.
+    fn shard(&self, thread: usize) -> u16 {
+        // Checked by the caller: every shard index fits u16.
+        self.worker * self.threads as u16 + thread as u16
+    }
+
+    /// The thread of this process that runs global shard `shard`, if any.
+    pub(crate) fn thread_of(&self, shard: u16) -> Option<usize> {
+        let first = usize::from(self.shard(0));
+        let shard = usize::from(shard);
+        (first..first + self.threads)
+            .contains(&shard)
+            .then(|| shard - first)
+    }
+}
+
+/// Checks that every TCP listener of `config` can be bound (then lets go of it), so that a
+/// port in use is one clear error before any worker process starts.
+pub(crate) fn probe_listeners(config: &NodeConfig) -> Result<(), ServerError> {
+    for transport in &config.transports {
+        let tcp = match &transport.endpoint {
+            Endpoint::Tcp(tcp) => tcp,
+            Endpoint::Unix(u) => {
+                return Err(ServerError::Unsupported(format!(
+                    "unix endpoint {} ({})",
+                    u.path.display(),
+                    transport.path
+                )))
+            }
+        };
+        bind(tcp.addr, tcp.backlog).map_err(|source| ServerError::Bind {
+            addr: tcp.addr,
+            transport: transport.path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Serves the shards of `layout` until SIGINT or SIGTERM (or, in a worker process, until
+/// the controller goes away). `remote[t]` are thread `t`'s initial links to shards of
+/// other workers; `control` is a worker's control socket, whose later `Link` messages are
+/// handed to the thread that owns the local shard.
+pub(crate) fn serve(
+    config: &NodeConfig,
+    layout: &Layout,
+    remote: Vec<Vec<(u16, OwnedFd)>>,
+    control: Option<OwnedFd>,
+) -> Result<(), ServerError> {
+    let cores = layout.threads;
+    let count = usize::from(layout.count);
 
     // Every listener of every core is bound here, before any thread starts.
     let mut listeners: Vec<Vec<(std::net::TcpListener, Rc<Transport>)>> = Vec::new();
@@ -123,6 +212,7 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
     for transport in &config.transports {
         if let Endpoint::Tcp(tcp) = &transport.endpoint {
             tracing::info!(
+                worker = layout.worker,
                 "listening on {} ({:?}, {}) on {cores} core(s)",
                 tcp.addr,
                 transport.kind,
@@ -132,72 +222,89 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
     }
     tracing::info!("monoio driver: {:?}", echo::driver());
 
-    // Links: links[from][to] is the (sender, receiver) pair of one FIFO.
-    let mut senders: Vec<Vec<Option<flume::Sender<Bytes>>>> = vec![vec![None; cores]; cores];
+    // Links between this process's threads: links[from][to] is the (sender, receiver) pair
+    // of one FIFO, indexed by global shard.
+    let mut senders: Vec<Vec<Option<flume::Sender<Bytes>>>> = vec![vec![None; count]; cores];
     let mut receivers: Vec<Vec<(u16, flume::Receiver<Bytes>)>> =
         (0..cores).map(|_| Vec::new()).collect();
     for (from, row) in senders.iter_mut().enumerate() {
-        for (to, slot) in row.iter_mut().enumerate() {
+        for to in 0..cores {
             if from != to {
                 let (tx, rx) = flume::bounded(LINK_CAPACITY);
-                *slot = Some(tx);
-                receivers[to].push((from as u16, rx));
+                row[usize::from(layout.shard(to))] = Some(tx);
+                receivers[to].push((layout.shard(from), rx));
             }
         }
     }
+    // Later links (to restarted workers), handed from the control thread to each core.
+    let (late_tx, late_rx): (Vec<_>, Vec<_>) = (0..cores)
+        .map(|_| flume::bounded::<(u16, OwnedFd)>(usize::from(layout.count).max(1)))
+        .unzip();
     let mut shutdowns = Vec::new();
     let router = Arc::new(config.router.clone());
     let start = Instant::now();
     let seed = random_seed();
     let mut threads = Vec::new();
-    for (index, ((mine, links_out), links_in)) in listeners
+    for (thread, ((((mine, links_out), links_in), remote), late)) in listeners
         .into_iter()
         .zip(senders)
         .zip(receivers)
+        .zip(remote)
+        .zip(late_rx)
         .enumerate()
     {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         shutdowns.push(stop_tx);
+        let index = layout.shard(thread);
         let shard_config = ShardConfig {
-            index: index as u16,
-            count,
-            seed: seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            index,
+            count: layout.count,
+            seed: seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             router: Arc::clone(&router),
         };
         // `Rc` is not `Send`: the thread gets plain data and rebuilds its own handles.
         let mine: Vec<(std::net::TcpListener, Transport)> =
             mine.into_iter().map(|(l, t)| (l, (*t).clone())).collect();
+        let name = if control.is_some() {
+            format!("w{}-core-{index}", layout.worker)
+        } else {
+            format!("core-{index}")
+        };
+        let links = ThreadLinks {
+            local_out: links_out,
+            local_in: links_in,
+            remote,
+            late,
+        };
+        let layout = *layout;
         let thread = std::thread::Builder::new()
-            .name(format!("core-{index}"))
-            .spawn(move || {
-                core_thread(
-                    index,
-                    cores,
-                    shard_config,
-                    mine,
-                    links_out,
-                    links_in,
-                    stop_rx,
-                    start,
-                )
-            })
+            .name(name)
+            .spawn(move || core_thread(layout, shard_config, mine, links, stop_rx, start))
             .map_err(ServerError::Runtime)?;
         threads.push(thread);
     }
 
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Runtime)?;
     let handle = signals.handle();
+    let stop_on_signal = shutdowns.clone();
     std::thread::Builder::new()
         .name("signals".to_owned())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(signal, "shutting down");
-                for tx in &shutdowns {
-                    let _ = tx.send(());
+                for tx in &stop_on_signal {
+                    let _ = tx.try_send(());
                 }
             }
         })
         .map_err(ServerError::Runtime)?;
+    if let Some(control) = control {
+        let layout = *layout;
+        std::thread::Builder::new()
+            .name("control".to_owned())
+            .spawn(move || worker::control_loop(&layout, &control, &late_tx, &shutdowns))
+            .map_err(ServerError::Runtime)?;
+    }
     let mut failure = None;
     for thread in threads {
         match thread.join() {
@@ -210,8 +317,20 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
     failure.map_or(Ok(()), Err)
 }
 
+/// One core thread's links to the other shards.
+struct ThreadLinks {
+    /// Senders to the other threads of this process, indexed by global shard.
+    local_out: Vec<Option<flume::Sender<Bytes>>>,
+    /// Receivers from the other threads of this process, with their global shard.
+    local_in: Vec<(u16, flume::Receiver<Bytes>)>,
+    /// Initial links to shards of other workers.
+    remote: Vec<(u16, OwnedFd)>,
+    /// Links to restarted workers, as the controller makes them.
+    late: flume::Receiver<(u16, OwnedFd)>,
+}
+
 /// A non-blocking SO_REUSEPORT listener: every core binds its own on the same address.
-fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -230,40 +349,65 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn core_thread(
-    index: usize,
-    cores: usize,
+    layout: Layout,
     shard_config: ShardConfig,
     listeners: Vec<(std::net::TcpListener, Transport)>,
-    links_out: Vec<Option<flume::Sender<Bytes>>>,
-    links_in: Vec<(u16, flume::Receiver<Bytes>)>,
+    links: ThreadLinks,
     stop: flume::Receiver<()>,
     start: Instant,
 ) -> io::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if let Err(e) = monoio::utils::bind_to_cpu_set([index % cpus]) {
+    let index = usize::from(shard_config.index);
+    let cores = usize::from(layout.count);
+    // Threads of different workers may share a CPU (10 workers on 2 cores): pinning by the
+    // global index spreads them evenly.
+    if let Err(e) = monoio::utils::bind_to_cpu_set([index % available_cores()]) {
         tracing::warn!(core = index, error = %e, "cannot pin the thread to a CPU");
     }
     let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()?;
     runtime.block_on(async move {
-        let links: Vec<Option<Rc<LinkOut>>> = links_out
+        let ThreadLinks {
+            local_out,
+            local_in,
+            remote,
+            late,
+        } = links;
+        let local: Vec<Option<Link>> = local_out
             .into_iter()
-            .map(|tx| tx.map(|tx| Rc::new(LinkOut::new(tx, BACKLOG_LIMIT))))
+            .map(|tx| tx.map(|tx| Link::Local(Rc::new(LinkOut::new(tx, BACKLOG_LIMIT)))))
             .collect();
-        for link in links.iter().flatten() {
-            monoio::spawn(Rc::clone(link).pump());
+        for link in local.iter().flatten() {
+            if let Link::Local(link) = link {
+                monoio::spawn(Rc::clone(link).pump());
+            }
         }
-        let core = Rc::new(RefCell::new(Core::new(
-            Shard::new(shard_config),
-            links,
-            start,
-        )));
-        for (from, rx) in links_in {
+        let shard = if layout.rejoin {
+            Shard::rejoin(shard_config)
+        } else {
+            Shard::new(shard_config)
+        };
+        let core = Rc::new(RefCell::new(Core::new(shard, local, start, layout.worker)));
+        for (to, fd) in remote {
+            if let Err(e) = link::install(&core, to, fd) {
+                tracing::error!(core = index, shard = to, error = %e, "cannot use a link");
+            }
+        }
+        {
+            // Shards with no link belong to workers that are not running (the controller
+            // gave up on them): they are down from the start.
+            let mut c = core.borrow_mut();
+            let now = c.now();
+            for down in c.unlinked_shards() {
+                c.shard.handle_shard_down(now, down);
+            }
+            c.dispatch();
+        }
+        for (from, rx) in local_in {
             monoio::spawn(mailbox(Rc::clone(&core), from, rx));
         }
+        monoio::spawn(late_links(Rc::clone(&core), late));
         monoio::spawn(ticker(Rc::clone(&core)));
         let mut accepting = Vec::new();
         for (listener, transport) in listeners {
@@ -288,13 +432,24 @@ fn core_thread(
             };
             accepting.push(task);
         }
-        tracing::debug!(core = index, cores, "core serving");
+        tracing::debug!(worker = layout.worker, core = index, cores, "core serving");
         // Serve until the signal thread says stop (or goes away).
         let _ = stop.recv_async().await;
         drop(accepting);
         shutdown(&core).await;
         io::Result::Ok(())
     })
+}
+
+/// Installs the links the controller makes to restarted workers.
+async fn late_links(core: Rc<RefCell<Core>>, late: flume::Receiver<(u16, OwnedFd)>) {
+    while let Ok((to, fd)) = late.recv_async().await {
+        let index = core.borrow().shard.index();
+        match link::install(&core, to, fd) {
+            Ok(()) => tracing::info!(core = index, shard = to, "linked to a restarted shard"),
+            Err(e) => tracing::error!(core = index, shard = to, error = %e, "cannot use a link"),
+        }
+    }
 }
 
 /// Accepts connections on one listener and spawns a driver for each.

@@ -5,7 +5,7 @@ Crossbar fixture and reads the node's log. One run exercises one transport and s
 
     wamp_checks.py --transport websocket|rawsocket --serializer json|msgpack \
         --host 127.0.0.1 --ws-port PORT --raw-port PORT --cores N \
-        --scenario routing|garbage|hold
+        --scenario routing|garbage|hold|failover
 
 Every check that fails raises, so a non-zero exit code means a failed check. The program
 prints one JSON line per joined session (`{"session": ID, "realm": R}`) so that the Rust
@@ -385,6 +385,84 @@ async def hold(node):
         say(left=s._session_id, reason=reason)
 
 
+async def read_line():
+    """The next line the Rust test writes on stdin (it drives the `failover` scenario)."""
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), 120)
+    return line.strip()
+
+
+async def failover(node):
+    """For a node of worker processes with one shard each, run as `--cores 2`: two
+    sessions on shard 0 (the surviving worker) and one on shard 1 (the victim). After the
+    test writes `killed` (it killed worker 1), the victim's session is gone and the two
+    survivors still call and publish to each other. After `restarted`, a new session on
+    the restarted worker calls the old callee and receives the old publisher's event."""
+    cores = node.args.cores
+    found = {0: [], 1: []}
+    for _ in range(128):
+        s = await node.join("realm1")
+        mine = found.get(s._session_id % cores)
+        if mine is not None and len(mine) < 2:
+            mine.append(s)
+        if len(found[0]) >= 2 and found[1]:
+            break
+    assert len(found[0]) >= 2 and found[1], f"sessions not on both shards: {found}"
+    (a, b), victim = found[0], found[1][0]
+
+    async def echo(x, details=None):
+        return {"x": x, "caller": details.caller}
+
+    await a.register(echo, "com.example.failover.echo", RegisterOptions(details=True))
+    events = asyncio.Queue()
+    await b.subscribe(
+        lambda x, details=None: events.put_nowait((x, details)),
+        "com.example.failover.news",
+        SubscribeOptions(details=True),
+    )
+    res = await asyncio.wait_for(victim.call("com.example.failover.echo", 0), WAIT)
+    assert res == {"x": 0, "caller": victim._session_id}, res
+    say(check="before")
+    say(ready=True)
+
+    assert await read_line() == "killed"
+    await asyncio.wait_for(victim.left, WAIT)
+    say(check="victim-gone")
+    res = await asyncio.wait_for(b.call("com.example.failover.echo", 1), WAIT)
+    assert res == {"x": 1, "caller": b._session_id}, res
+    await a.publish(
+        "com.example.failover.news", 1, options=PublishOptions(acknowledge=True)
+    )
+    x, details = await recv(events)
+    assert (x, details.publisher) == (1, a._session_id), (x, details)
+    say(check="survivors")
+
+    assert await read_line() == "restarted"
+    new = None
+    for _ in range(128):
+        s = await node.join("realm1")
+        if s._session_id % cores == 1:
+            new = s
+            break
+    assert new is not None, "no session on the restarted worker"
+    res = await asyncio.wait_for(new.call("com.example.failover.echo", 2), WAIT)
+    assert res == {"x": 2, "caller": new._session_id}, res
+    news = asyncio.Queue()
+    await new.subscribe(
+        lambda x, details=None: news.put_nowait((x, details)),
+        "com.example.failover.news",
+        SubscribeOptions(details=True),
+    )
+    await a.publish(
+        "com.example.failover.news", 2, options=PublishOptions(acknowledge=True)
+    )
+    x, details = await recv(news)
+    assert (x, details.publisher) == (2, a._session_id), (x, details)
+    x, _ = await recv(events)
+    assert x == 2, x
+    say(check="rejoined")
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--transport", choices=["websocket", "rawsocket"], required=True)
@@ -393,10 +471,13 @@ async def main():
     p.add_argument("--ws-port", type=int, required=True)
     p.add_argument("--raw-port", type=int, required=True)
     p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--scenario", choices=["routing", "garbage", "hold"], required=True)
+    p.add_argument(
+        "--scenario", choices=["routing", "garbage", "hold", "failover"], required=True
+    )
     args = p.parse_args()
     node = Node(args)
-    await {"routing": routing, "garbage": garbage, "hold": hold}[args.scenario](node)
+    scenarios = {"routing": routing, "garbage": garbage, "hold": hold, "failover": failover}
+    await scenarios[args.scenario](node)
     for s in node.sessions:
         if s.is_attached():
             s.leave()

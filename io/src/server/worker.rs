@@ -1,0 +1,135 @@
+//! One router worker process under the controller: it reads its initial links from the
+//! control socket (its standard input), then serves its shards like a single-process node,
+//! and keeps installing the links the controller makes to restarted workers.
+//!
+//! Global shard index = worker × threads + thread; the router has workers × threads shards.
+//! A restarted worker's shards start with `Shard::rejoin`. The worker shuts down
+//! gracefully on SIGINT/SIGTERM (the controller forwards them) and when the control socket
+//! ends (the controller is gone, so nobody would restart or link anything).
+//!
+//! It does not spawn processes or make links: that is the controller's job
+//! ([`crate::controller`]).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::control::{self, ControlMsg};
+use super::{serve, Layout, ServerError};
+use crate::config::NodeConfig;
+
+/// Which worker this process is, as the controller's command line says.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerPlan {
+    /// The worker's index, from 0.
+    pub index: u16,
+    /// Workers in the node.
+    pub workers: u16,
+    /// Threads (one shard each) per worker.
+    pub threads: u16,
+    /// The worker replaces one that died: its shards rejoin the running router.
+    pub rejoin: bool,
+}
+
+/// Runs one worker process: waits for its links on standard input (the control socket),
+/// then serves until told to stop.
+pub fn run_worker(config: NodeConfig, plan: &WorkerPlan) -> Result<(), ServerError> {
+    let count = u32::from(plan.workers) * u32::from(plan.threads);
+    let Ok(count) = u16::try_from(count) else {
+        return Err(ServerError::Unsupported(format!(
+            "{count} shards ({} workers x {} threads; at most 65535)",
+            plan.workers, plan.threads
+        )));
+    };
+    if plan.index >= plan.workers || plan.threads == 0 {
+        return Err(ServerError::Unsupported(format!(
+            "worker {} of {} with {} threads",
+            plan.index, plan.workers, plan.threads
+        )));
+    }
+    let layout = Layout {
+        worker: plan.index,
+        threads: usize::from(plan.threads),
+        count,
+        rejoin: plan.rejoin,
+    };
+    let control = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(ServerError::Runtime)?;
+    let mut remote: Vec<Vec<(u16, OwnedFd)>> = (0..layout.threads).map(|_| Vec::new()).collect();
+    loop {
+        match control::recv(&control) {
+            Ok(Some(ControlMsg::Link {
+                local,
+                remote: to,
+                fd,
+            })) => match fits(&layout, local, to) {
+                Some(thread) => remote[thread].push((to, fd)),
+                None => tracing::warn!(local, remote = to, "a link that does not fit; ignored"),
+            },
+            Ok(Some(ControlMsg::Ready)) => break,
+            Ok(None) => {
+                return Err(ServerError::Runtime(io::Error::other(
+                    "the controller went away before the worker started",
+                )))
+            }
+            Err(e) => return Err(ServerError::Runtime(io::Error::other(e.to_string()))),
+        }
+    }
+    let links: usize = remote.iter().map(Vec::len).sum();
+    tracing::info!(
+        worker = plan.index,
+        pid = std::process::id(),
+        shards = layout.threads,
+        links,
+        rejoin = plan.rejoin,
+        "worker starting"
+    );
+    serve(&config, &layout, remote, Some(control))
+}
+
+/// The local thread for a link between shard `local` (this worker's) and shard `remote`
+/// (another worker's), if the pair makes sense.
+fn fits(layout: &Layout, local: u16, remote: u16) -> Option<usize> {
+    let thread = layout.thread_of(local)?;
+    (remote < layout.count && layout.thread_of(remote).is_none()).then_some(thread)
+}
+
+/// The control thread: hands each later link to the thread that owns its local shard;
+/// when the controller goes away, shuts the worker down.
+pub(super) fn control_loop(
+    layout: &Layout,
+    control: &OwnedFd,
+    late: &[flume::Sender<(u16, OwnedFd)>],
+    shutdowns: &[flume::Sender<()>],
+) {
+    loop {
+        match control::recv(control) {
+            Ok(Some(ControlMsg::Link { local, remote, fd })) => {
+                match fits(layout, local, remote).and_then(|t| late.get(t)) {
+                    Some(tx) => {
+                        // A core that is gone (shutting down) needs no more links.
+                        let _ = tx.send((remote, fd));
+                    }
+                    None => tracing::warn!(local, remote, "a link that does not fit; ignored"),
+                }
+            }
+            Ok(Some(ControlMsg::Ready)) => {}
+            Ok(None) => {
+                tracing::warn!(
+                    worker = layout.worker,
+                    "the controller is gone: shutting down"
+                );
+                break;
+            }
+            Err(control::ControlError::Io(e)) => {
+                tracing::error!(worker = layout.worker, error = %e, "control socket failed: shutting down");
+                break;
+            }
+            Err(e) => tracing::error!(worker = layout.worker, error = %e, "bad control message"),
+        }
+    }
+    for tx in shutdowns {
+        let _ = tx.try_send(());
+    }
+}
