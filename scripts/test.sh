@@ -48,6 +48,6 @@ step "cargo test --workspace"
 cargo test --workspace --locked
 
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ] && [ -x scripts/autobahn.sh ]; then
-  step "Autobahn|Testsuite against the WebSocket echo endpoint"
-  scripts/autobahn.sh
+  step "Autobahn|Testsuite against the echo example and the server's websocket.testee, in parallel"
+  scripts/autobahn.sh --server echo --server testee
 fi
