@@ -18,6 +18,11 @@
 //! The fan-out's per-subscriber work is one comparison and one push: each local
 //! subscription keeps its sessions' connections and serializers, so publications without
 //! black/white lists look no session up.
+//! Causality on subscribe: a session subscribing to a key its shard already holds (or is
+//! already asking the owner for) joins it only after every other live shard answered a
+//! [`PeerMsg::Fence`]: links are FIFO, so every publication those shards accepted before
+//! the fence has reached this shard first and went only to the earlier subscribers. A new
+//! key needs no fence: the owner's change is acknowledged by every shard the same way.
 //! Retained events and the configured event histories are kept on every shard (those
 //! publications go to all shards), so `get_retained` and `get_events` are local reads.
 //!
@@ -136,6 +141,19 @@ pub(super) struct PendingSubscribe {
     pub(super) wait: Wait,
 }
 
+/// A session's subscribe to a key its shard already holds (or is asking for), waiting
+/// for every other live shard to answer a [`PeerMsg::Fence`].
+#[derive(Debug)]
+pub(super) struct PendingFence {
+    realm: u16,
+    uri: String,
+    policy: MatchPolicy,
+    /// The session waiting: (conn, session, request, get_retained).
+    waiter: (ConnId, Id, Id, bool),
+    /// The shards still to answer.
+    wait: Vec<u16>,
+}
+
 /// An event to publish when a session leaves.
 #[derive(Debug, Clone)]
 pub(super) struct Testament {
@@ -232,21 +250,19 @@ impl Shard {
             self.send_error(conn, serializer, MessageType::Subscribe, m.request, e);
             return;
         }
-        let get_retained = m.options.get_retained == Some(true);
-        let b = &mut self.realms[usize::from(realm)].broker;
-        if let Some(&id) = b.local.get(&m.topic, policy) {
-            if let Some(l) = b.local_subs.get_mut(&id) {
-                l.add(sid, (conn, serializer));
-            }
-            self.announce_needs(realm, id);
-            self.confirm_subscription(conn, sid, m.request, id, realm, get_retained);
-            return;
-        }
-        let key = (m.topic.clone(), policy);
-        if let Some(token) = b.in_flight.get(&key).copied() {
-            if let Some(Pending::Subscribe(p)) = self.pending.get_mut(&token) {
-                p.waiters.push((conn, sid, m.request, get_retained));
-            }
+        let waiter = (conn, sid, m.request, m.options.get_retained == Some(true));
+        let b = &self.realms[usize::from(realm)].broker;
+        let key = (m.topic, policy);
+        let held = b.local.get(&key.0, policy).is_some() || b.in_flight.contains_key(&key);
+        let others: Vec<u16> = self
+            .live_shards()
+            .into_iter()
+            .filter(|s| *s != self.index)
+            .collect();
+        if !held || others.is_empty() {
+            // A new key's request is acknowledged by every live shard over the same FIFO
+            // links as their publications, which is the fence already.
+            self.attach_subscriber(realm, key.0, policy, waiter);
             return;
         }
         if self.pending.len() >= self.config.limits.in_flight_peer_requests {
@@ -259,19 +275,99 @@ impl Shard {
             );
             return;
         }
+        // The key is held here already: before the session joins it, every other shard
+        // answers a fence, so that publications accepted before this SUBSCRIBE (still
+        // travelling toward this shard) arrive first and do not reach the new subscriber.
         let token = self.token();
+        self.pending.insert(
+            token,
+            Pending::Fence(PendingFence {
+                realm,
+                uri: key.0,
+                policy,
+                waiter,
+                wait: others.clone(),
+            }),
+        );
+        for s in others {
+            self.send_peer(s, PeerMsg::Fence { token });
+        }
+    }
+
+    /// `from` answered the fence `token` (or died); the last answer lets the session in.
+    pub(super) fn fence_ack(&mut self, from: u16, token: u64) {
+        let Some(Pending::Fence(p)) = self.pending.get_mut(&token) else {
+            return;
+        };
+        p.wait.retain(|s| *s != from);
+        if !p.wait.is_empty() {
+            return;
+        }
+        if let Some(Pending::Fence(p)) = self.pending.remove(&token) {
+            self.attach_subscriber(p.realm, p.uri, p.policy, p.waiter);
+        }
+    }
+
+    /// Adds a session (`waiter`: conn, session, request, get_retained) to the key: to the
+    /// local subscription if there is one, to the request in flight if there is one,
+    /// otherwise through a new request to the key's owner.
+    fn attach_subscriber(
+        &mut self,
+        realm: u16,
+        uri: String,
+        policy: MatchPolicy,
+        waiter: (ConnId, Id, Id, bool),
+    ) {
+        let (conn, sid, request, get_retained) = waiter;
+        let Some(serializer) = self
+            .sessions
+            .get(&conn)
+            .filter(|_| self.by_id.get(&sid) == Some(&conn))
+            .map(|s| s.serializer)
+        else {
+            // The session left while its shard waited for the fence.
+            return;
+        };
+        let b = &mut self.realms[usize::from(realm)].broker;
+        if let Some(&id) = b.local.get(&uri, policy) {
+            if let Some(l) = b.local_subs.get_mut(&id) {
+                l.add(sid, (conn, serializer));
+            }
+            self.announce_needs(realm, id);
+            self.confirm_subscription(conn, sid, request, id, realm, get_retained);
+            return;
+        }
+        let key = (uri, policy);
+        if let Some(token) = b.in_flight.get(&key).copied() {
+            if let Some(Pending::Subscribe(p)) = self.pending.get_mut(&token) {
+                p.waiters.push(waiter);
+            }
+            return;
+        }
+        if self.pending.len() >= self.config.limits.in_flight_peer_requests {
+            self.send_error(
+                conn,
+                serializer,
+                MessageType::Subscribe,
+                request,
+                "wamp.error.limit_exceeded",
+            );
+            return;
+        }
+        let token = self.token();
+        let (uri, policy) = key.clone();
         self.realms[usize::from(realm)]
             .broker
             .in_flight
             .insert(key, token);
-        let owner = self.owner(realm, &m.topic, policy);
+        let owner = self.owner(realm, &uri, policy);
         self.pending.insert(
             token,
             Pending::Subscribe(PendingSubscribe {
                 realm,
-                uri: m.topic.clone(),
+                uri: uri.clone(),
                 policy,
-                waiters: vec![(conn, sid, m.request, get_retained)],
+                waiters: vec![waiter],
                 wait: Wait::new(self.live_shards()),
             }),
         );
@@ -280,7 +376,7 @@ impl Shard {
             PeerMsg::SubscribeRequest {
                 token,
                 realm,
-                uri: m.topic,
+                uri,
                 policy,
             },
         );
@@ -692,6 +788,16 @@ impl Shard {
             if let Some(Pending::Subscribe(p)) = self.pending.remove(&token) {
                 self.subscribe_done(p);
             }
+        }
+        // Fences stop waiting for the dead shard: it sends nothing any more.
+        let fences: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Fence(f) if f.wait.contains(&shard)))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in fences {
+            self.fence_ack(shard, token);
         }
     }
 

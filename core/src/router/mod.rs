@@ -242,6 +242,7 @@ struct RealmState {
 #[derive(Debug)]
 enum Pending {
     Subscribe(broker::PendingSubscribe),
+    Fence(broker::PendingFence),
     Register(dealer::PendingRegister),
     Meta(meta::PendingMeta),
 }
@@ -507,6 +508,7 @@ impl Shard {
                 self.apply_interest_add(realm, &uri, policy, subscription, shard, requester, token);
             }
             PeerMsg::Ack { token } => self.ack(from, token),
+            PeerMsg::Fence { token } => self.send_peer(from, PeerMsg::Ack { token }),
             PeerMsg::UnsubscribeRequest { realm, uri, policy } => {
                 self.owner_unsubscribe(from, realm, uri, policy)
             }
@@ -595,6 +597,10 @@ impl Shard {
     }
 
     fn ack(&mut self, from: u16, token: u64) {
+        if matches!(self.pending.get(&token), Some(Pending::Fence(_))) {
+            self.fence_ack(from, token);
+            return;
+        }
         self.ack_with_id(from, token, None);
     }
 

@@ -23,7 +23,7 @@ use crate::message::{CancelMode, Dict, InvokePolicy, Payload, Ppt, Value};
 use crate::uri::MatchPolicy;
 
 /// The encoding's version, the first byte of every message.
-pub const VERSION: u8 = 0x02;
+pub const VERSION: u8 = 0x03;
 
 /// The deepest nesting of a dictionary value in a peer message.
 const MAX_DEPTH: usize = 64;
@@ -63,6 +63,14 @@ pub enum PeerMsg {
     },
     /// To a requester: the sender applied the change with this token.
     Ack {
+        /// The requester's token.
+        token: u64,
+    },
+    /// To every other live shard: answer with an [`PeerMsg::Ack`] of this token. Because
+    /// links are FIFO, the answer arrives after every publication the answering shard sent
+    /// before it, which lets a session's subscribe to a key its shard already holds wait
+    /// for the publications accepted before it (causality, see the `broker` module).
+    Fence {
         /// The requester's token.
         token: u64,
     },
@@ -468,6 +476,7 @@ mod tag {
     pub(super) const INTEREST_REMOVE: u8 = 0x05;
     pub(super) const PUBLISH: u8 = 0x06;
     pub(super) const INTEREST_NEEDS: u8 = 0x07;
+    pub(super) const FENCE: u8 = 0x08;
     pub(super) const REGISTER_REQUEST: u8 = 0x10;
     pub(super) const REGISTER_ADD: u8 = 0x11;
     pub(super) const REGISTER_REJECT: u8 = 0x12;
@@ -521,6 +530,10 @@ impl PeerMsg {
             }
             Self::Ack { token } => {
                 w.u8(tag::ACK);
+                w.u64(*token);
+            }
+            Self::Fence { token } => {
+                w.u8(tag::FENCE);
                 w.u64(*token);
             }
             Self::UnsubscribeRequest { realm, uri, policy } => {
@@ -825,6 +838,7 @@ impl PeerMsg {
                 token: r.u64()?,
             },
             tag::ACK => Self::Ack { token: r.u64()? },
+            tag::FENCE => Self::Fence { token: r.u64()? },
             tag::UNSUBSCRIBE_REQUEST => Self::UnsubscribeRequest {
                 realm: r.u16()?,
                 uri: r.str()?,
@@ -1375,6 +1389,7 @@ mod tests {
                 token: 5,
             },
             PeerMsg::Ack { token: u64::MAX },
+            PeerMsg::Fence { token: 12 },
             PeerMsg::UnsubscribeRequest {
                 realm: 0,
                 uri: "x".into(),

@@ -833,6 +833,49 @@ fn subscribed_means_every_shard_routes_to_it() {
     }
 }
 
+/// sim finding 2: a publication accepted on shard 0 and still travelling to shard 1 must
+/// not reach a session of shard 1 whose SUBSCRIBE came after it, even when shard 1 already
+/// holds the subscription for another session (no owner round trip): the subscribe waits
+/// for a fence answered by shard 0 behind the publication on the FIFO link.
+#[test]
+fn publication_in_flight_does_not_reach_a_later_subscriber() {
+    let mut w = World::new(2);
+    w.join(0, 1, PUBSUB);
+    w.join(1, 2, PUBSUB);
+    w.join(1, 3, PUBSUB);
+    w.send(2, r#"[32,1,{},"com.c"]"#);
+    let sub = subscribed(&w.take(2)[0]);
+    // Published on shard 0; the EVENT is held on the link 0 -> 1.
+    w.send_held(1, r#"[16,1,{},"com.c",["before"]]"#);
+    // Conn 3 subscribes on shard 1, which holds `com.c` already: no SUBSCRIBED yet.
+    w.send_held(3, r#"[32,7,{},"com.c"]"#);
+    assert_eq!(w.take(3), Vec::<String>::new());
+    // The fence travels 1 -> 0 and its answer comes back behind the publication.
+    assert!(w.deliver_link(1, 0));
+    assert!(w.deliver_link(0, 1));
+    assert_eq!(events(w.take(2)), [(sub, "before".to_owned())]);
+    assert_eq!(w.take(3), Vec::<String>::new());
+    assert!(w.deliver_link(0, 1));
+    w.check(3, &[&format!("[33,7,{sub}]")[..]]);
+    w.run();
+    w.send(1, r#"[16,2,{},"com.c",["after"]]"#);
+    assert_eq!(events(w.take(2)), [(sub, "after".to_owned())]);
+    assert_eq!(events(w.take(3)), [(sub, "after".to_owned())]);
+}
+
+/// The (subscription, first argument) of each EVENT among `frames` (publication ids are
+/// random, so transcripts leave them out).
+fn events(frames: Vec<String>) -> Vec<(u64, String)> {
+    frames
+        .iter()
+        .map(|f| {
+            let v: serde_json::Value = serde_json::from_str(f).unwrap();
+            assert_eq!(v[0], 36, "{f}");
+            (v[1].as_u64().unwrap(), v[4][0].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 /// sim finding 1: another shard's replica routes a call to a callee as soon as it applied
 /// the owner's change, possibly before the callee's shard has every acknowledgement (and
 /// so before the callee's session holds the registration). The call used to fail with

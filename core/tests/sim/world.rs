@@ -114,9 +114,6 @@ pub(crate) struct World {
     incarnation: u64,
     /// Print every action (replay with `--nocapture`).
     pub(crate) trace: bool,
-    /// Fail on events of publications sent before the subscriber's SUBSCRIBE (see
-    /// `SIM.md`): off by default, the router delivers them.
-    pub(crate) strict_origin: bool,
 }
 
 impl World {
@@ -162,7 +159,6 @@ impl World {
             deaths: 0,
             incarnation: 0,
             trace: false,
-            strict_origin: std::env::var_os("SIM_STRICT").is_some(),
         }
     }
 
