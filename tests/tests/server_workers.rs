@@ -340,3 +340,67 @@ fn sigterm_to_the_controller_sends_goodbye_from_every_worker_and_exits_zero() {
         assert_eq!(workers, [0, 1]);
     }
 }
+
+/// Joins `realm1` over RawSocket with JSON (a minimal client: handshake, HELLO) and returns
+/// the WELCOME's session id.
+fn rawsocket_join(port: u16) -> u64 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // 0x7F, max length 2^(9+15) and JSON (serializer 1), two reserved bytes.
+    s.write_all(&[0x7F, 0xF1, 0, 0]).expect("handshake");
+    let mut reply = [0; 4];
+    s.read_exact(&mut reply).expect("handshake reply");
+    // The router answers with its own length limit and the same serializer.
+    assert_eq!((reply[0], reply[1] & 0x0F), (0x7F, 1), "{reply:?}");
+    let hello = br#"[1,"realm1",{"roles":{"caller":{}}}]"#;
+    let len = u32::try_from(hello.len()).expect("short");
+    s.write_all(&len.to_be_bytes()).expect("frame header");
+    s.write_all(hello).expect("hello");
+    let mut header = [0; 4];
+    s.read_exact(&mut header).expect("frame header");
+    let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).expect("frame body");
+    let welcome: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(welcome[0], 2, "not a WELCOME: {welcome}");
+    welcome[1].as_u64().expect("a session id")
+}
+
+#[test]
+fn a_worker_that_keeps_dying_is_given_up_and_the_others_keep_serving() {
+    let (mut node, _ws, raw) = start();
+    // The controller restarts a worker 4 times within the window; the 5th death is final.
+    for deaths in 1..=5 {
+        let pid = *worker_pids(&node, 1).last().expect("worker 1 started");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        wait_for_log(&node, "the death", |n| {
+            logged(n, "worker died").len() == deaths
+        });
+        if deaths < 5 {
+            wait_for_log(&node, "the restart", |n| {
+                worker_pids(n, 1).len() == deaths + 1
+            });
+        }
+    }
+    wait_for_log(&node, "giving up", |n| {
+        n.log_lines()
+            .iter()
+            .any(|l| l.contains("worker died 5 times within 60 s: not restarting it"))
+    });
+    assert_eq!(worker_pids(&node, 1).len(), 5, "no restart after giving up");
+    assert!(
+        node.wait(Duration::from_millis(300)).is_none(),
+        "the controller keeps running"
+    );
+    // Worker 0 serves alone: sessions still join.
+    for _ in 0..3 {
+        let session = rawsocket_join(raw);
+        assert_eq!(session % u64::from(SHARDS), 0);
+    }
+}

@@ -171,6 +171,27 @@ pub(super) struct RemoteLink {
 }
 
 impl RemoteLink {
+    fn new(
+        from: u16,
+        to: u16,
+        generation: u64,
+        limit: usize,
+        socket: std::os::unix::net::UnixStream,
+    ) -> Self {
+        Self {
+            from,
+            to,
+            generation,
+            queue: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            broken: Cell::new(false),
+            reported: Cell::new(false),
+            limit,
+            waker: Cell::new(None),
+            socket,
+        }
+    }
+
     /// Sends (queues) one message for the other shard.
     pub(super) fn send(&self, bytes: Bytes) -> Sent {
         if self.broken.get() {
@@ -228,18 +249,13 @@ pub(super) fn install(core: &Rc<RefCell<Core>>, to: u16, fd: OwnedFd) -> io::Res
         let mut c = core.borrow_mut();
         let from = c.shard.index();
         let generation = c.next_generation();
-        let link = Rc::new(RemoteLink {
+        let link = Rc::new(RemoteLink::new(
             from,
             to,
             generation,
-            queue: RefCell::new(VecDeque::new()),
-            queued: Cell::new(0),
-            broken: Cell::new(false),
-            reported: Cell::new(false),
-            limit: super::core::BACKLOG_LIMIT,
-            waker: Cell::new(None),
+            super::core::BACKLOG_LIMIT,
             socket,
-        });
+        ));
         c.set_remote_link(Rc::clone(&link));
         link
     };
@@ -381,6 +397,31 @@ mod tests {
             (Err(e), Err(expect)) => assert_eq!(e, expect, "step {step}"),
             (r, e) => panic!("step {step}: got {r:?} after {got:?}, expected {e:?}"),
         }
+    }
+
+    /// A link whose writer never runs: the queue grows to the limit, the message past it
+    /// breaks the link (queue dropped, socket shut down so the other end sees end of
+    /// stream), and later messages are dropped. Below the limit, batches keep order.
+    #[test]
+    fn a_remote_link_queue_is_bounded_and_breaking_it_shuts_the_socket() {
+        use std::io::Read;
+        let (mine, mut theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let link = RemoteLink::new(0, 1, 1, 10, mine);
+        let msg = |b: u8| Bytes::from(vec![b; 4]);
+        let mut batch = Vec::new();
+        assert_eq!(link.send(msg(1)), Sent::Queued);
+        assert_eq!(link.send(msg(2)), Sent::Queued);
+        assert!(link.take_batch(&mut batch));
+        assert_eq!(batch, frames(&[(0, 1, &[1; 4]), (0, 1, &[2; 4])]));
+        let sent: Vec<Sent> = (3..7).map(|b| link.send(msg(b))).collect();
+        assert_eq!(
+            sent,
+            [Sent::Queued, Sent::Queued, Sent::Broke, Sent::Dropped]
+        );
+        assert_eq!(link.queued.get(), 0);
+        assert!(!link.take_batch(&mut batch));
+        let mut rest = Vec::new();
+        assert_eq!(theirs.read_to_end(&mut rest).expect("end of stream"), 0);
     }
 
     #[test]
