@@ -404,3 +404,49 @@ fn a_worker_that_keeps_dying_is_given_up_and_the_others_keep_serving() {
         assert_eq!(session % u64::from(SHARDS), 0);
     }
 }
+
+/// The capacity layout (issue 6): 10 workers of 1 thread on this machine's cores (threads
+/// of different workers share a core). Autobahn|Python's routing checks pass with sessions
+/// paired across shards, and each session sits on the worker its id names.
+#[test]
+fn ten_workers_of_one_thread_serve_one_router() {
+    const TEN: u16 = 10;
+    let (ws, raw) = (free_port(), free_port());
+    let node = Node::start_workers(&two_realm_config(ws, raw), TEN, 1, &[ws, raw]);
+    wait_for_log(&node, "10 workers starting", |n| {
+        logged(n, "worker starting").len() == usize::from(TEN)
+    });
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("tests/clients/py/wamp_checks.py"))
+        .args(["--transport", "rawsocket", "--serializer", "msgpack"])
+        .args(["--ws-port", &ws.to_string(), "--raw-port", &raw.to_string()])
+        .args(["--cores", &TEN.to_string(), "--scenario", "routing"]);
+    let run = ClientRun::run(cmd);
+    assert!(
+        run.status.success(),
+        "failed after {:?}:\n{}",
+        run.checks(),
+        run.stderr
+    );
+    assert_eq!(run.checks(), routing_checks("rawsocket"));
+    let places = session_places(&node);
+    let mut workers = Vec::new();
+    for session in run.sessions() {
+        let &(_, worker, core) = places
+            .iter()
+            .find(|p| p.0 == session)
+            .unwrap_or_else(|| panic!("no `session joined` line for {session}"));
+        assert_eq!((worker, core), (session % 10, session % 10));
+        workers.push(worker);
+    }
+    workers.sort_unstable();
+    workers.dedup();
+    assert!(
+        workers.len() >= 2,
+        "sessions on one worker only: {workers:?}"
+    );
+    assert!(
+        logged(&node, "cannot pin the thread to a CPU").is_empty(),
+        "pinning failed"
+    );
+}
