@@ -186,14 +186,17 @@ async fn run(
         if !out.is_empty() {
             batch.push(Bytes::from(std::mem::take(&mut out)));
         }
-        match batch.len() {
-            0 => {}
-            1 => {
-                let (result, _) = stream.write_all(batch.swap_remove(0)).await;
-                result?;
-            }
-            _ => writev::write_all(stream, batch).await?,
+        if shared.is_dropped() {
+            return Err(slow_consumer());
         }
+        let write = async {
+            match batch.len() {
+                0 => Ok(()),
+                1 => stream.write_all(batch.swap_remove(0)).await.0.map(drop),
+                _ => writev::write_all(stream, batch).await,
+            }
+        };
+        unless_dropped(shared, write).await?;
         if done || close.is_some() {
             return Ok(());
         }
@@ -224,6 +227,32 @@ async fn run(
     }
 }
 
+/// The error that ends a connection the slow-consumer policy dropped.
+fn slow_consumer() -> io::Error {
+    io::Error::other("dropped as a slow consumer")
+}
+
+/// Runs `write` unless the slow-consumer policy drops the connection first: a peer that
+/// stopped reading would otherwise hold the driver in the write (and the socket open)
+/// forever. Abandoning the write cancels it; the caller then closes the socket.
+async fn unless_dropped(
+    shared: &ConnShared,
+    write: impl Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    let mut write = pin!(write);
+    poll_fn(|cx| {
+        if shared.is_dropped() {
+            return Poll::Ready(Err(slow_consumer()));
+        }
+        if let Poll::Ready(result) = write.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        shared.register(cx.waker());
+        Poll::Pending
+    })
+    .await
+}
+
 /// Hands every complete message to the shard and collects the transport's own replies
 /// (pongs, close frames) into `out`. Returns `true` when the transport is finished.
 fn events(
@@ -240,7 +269,22 @@ fn events(
                 ws.poll_transmit(out);
                 match ws.poll_event() {
                     None => break,
-                    Some(wsconn::Event::Message { data, .. }) => data,
+                    Some(wsconn::Event::Message { data, text }) => {
+                        // The WAMP WebSocket binding: `wamp.2.json` travels only in text
+                        // messages, `wamp.2.msgpack` only in binary ones. Crossbar fails
+                        // the connection with 1002 otherwise, and so do we.
+                        if text != (serializer == Serializer::Json) {
+                            tracing::debug!(
+                                conn = id.0,
+                                text,
+                                "message type breaks the subprotocol"
+                            );
+                            ws.close(1002, "message type does not match the subprotocol", out);
+                            done = true;
+                            break;
+                        }
+                        data
+                    }
                     Some(wsconn::Event::Closed { .. }) => {
                         done = true;
                         continue;

@@ -8,8 +8,9 @@
 //!
 //! Slow-consumer policy: each connection's queued outbound bytes are bounded by
 //! [`OUTBOUND_LIMIT`]. A connection past it is disconnected (its queue dropped, a warning
-//! logged naming the session's connection and the bytes queued): memory stays bounded and
-//! the other sessions are not held back by it.
+//! logged naming the session's connection and the bytes queued, and the driver told to
+//! abandon any write in progress and close the socket at once): memory stays bounded, the
+//! session leaves, and the other sessions are not held back by it.
 //!
 //! Stalled-core policy: the messages waiting for room in the link toward another core are
 //! bounded by [`BACKLOG_LIMIT`] bytes. A core that stops draining its link for that long
@@ -90,6 +91,9 @@ pub(super) struct ConnShared {
     queued: Cell<usize>,
     /// Close after writing what is queued.
     close: Cell<bool>,
+    /// The slow-consumer policy dropped this connection: the driver abandons even a write
+    /// in progress (the peer may never read it) and closes the socket.
+    dropped: Cell<bool>,
     /// The WebSocket close code: 1002 when the session ended in a protocol violation (as
     /// Crossbar closes), 1000 otherwise.
     close_code: Cell<u16>,
@@ -107,6 +111,7 @@ impl ConnShared {
             queue: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
             close: Cell::new(false),
+            dropped: Cell::new(false),
             close_code: Cell::new(1000),
             waker: Cell::new(None),
             joining: Cell::new(false),
@@ -116,6 +121,11 @@ impl ConnShared {
     /// Whether the driver has something to do.
     pub(super) fn has_work(&self) -> bool {
         self.queued.get() > 0 || !self.queue.borrow().is_empty() || self.close.get()
+    }
+
+    /// Whether the slow-consumer policy dropped the connection.
+    pub(super) fn is_dropped(&self) -> bool {
+        self.dropped.get()
     }
 
     /// Remembers the driver's waker.
@@ -147,6 +157,7 @@ impl ConnShared {
             self.queue.borrow_mut().clear();
             self.queued.set(0);
             self.close.set(true);
+            self.dropped.set(true);
         } else {
             self.queued.set(queued);
             self.queue.borrow_mut().push_back(item);

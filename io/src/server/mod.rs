@@ -454,6 +454,7 @@ async fn late_links(core: Rc<RefCell<Core>>, late: flume::Receiver<(u16, OwnedFd
 
 /// Accepts connections on one listener and spawns a driver for each.
 async fn accept(core: Rc<RefCell<Core>>, listener: TcpListener, transport: Rc<Transport>) {
+    let mut errors = AcceptLog::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) if core.borrow().stopping => drop(stream),
@@ -467,8 +468,40 @@ async fn accept(core: Rc<RefCell<Core>>, listener: TcpListener, transport: Rc<Tr
             }
             Err(e) => {
                 // Out of descriptors or a connection reset before accept: keep serving.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors, every retry fails alike, so the log is rate-limited.
+                if let Some(suppressed) = errors.due(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "accept failed");
+                }
                 monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The shortest time between two accept-error log lines of one listener.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The rate limit of one listener's accept-error log: the first failure is logged, then at
+/// most one line per [`ACCEPT_LOG_INTERVAL`], counting the failures not logged since.
+#[derive(Default)]
+struct AcceptLog {
+    /// When the last line was logged.
+    last: Option<Instant>,
+    /// Failures since then that were not logged.
+    suppressed: u64,
+}
+
+impl AcceptLog {
+    /// A failure at `now`: `Some(failures not logged before it)` when it is to be logged.
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(at) if now.saturating_duration_since(at) < ACCEPT_LOG_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
             }
         }
     }
@@ -515,5 +548,35 @@ async fn shutdown(core: &Rc<RefCell<Core>>) {
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while core.borrow().connection_count() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failures at these offsets (ms) are logged with the given suppressed counts: the
+    /// first, then the first of each later second.
+    #[test]
+    fn accept_errors_are_logged_at_most_once_per_interval() {
+        let check = |offsets: &[u64], expect: &[(u64, u64)]| {
+            let start = Instant::now();
+            let mut log = AcceptLog::default();
+            let logged: Vec<(u64, u64)> = offsets
+                .iter()
+                .filter_map(|&ms| {
+                    log.due(start + Duration::from_millis(ms))
+                        .map(|suppressed| (ms, suppressed))
+                })
+                .collect();
+            assert_eq!(logged, expect, "{offsets:?}");
+        };
+        check(&[0], &[(0, 0)]);
+        check(&[0, 10, 20, 999, 1000], &[(0, 0), (1000, 3)]);
+        check(
+            &[0, 500, 1500, 1600, 2400, 2600],
+            &[(0, 0), (1500, 1), (2600, 2)],
+        );
+        check(&[5000, 9000], &[(5000, 0), (9000, 0)]);
     }
 }
