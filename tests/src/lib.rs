@@ -318,3 +318,60 @@ impl ClientRun {
             .collect()
     }
 }
+
+impl Node {
+    /// Like [`Node::start`], with the node's open-file limit (soft and hard, so that the
+    /// node's own raise to the hard limit stays at it) set to `nofile` by the shell that
+    /// execs it: the node is the child process itself, and its pid is the one killed.
+    pub fn start_with_nofile(config: &Value, cores: u16, ports: &[u16], nofile: u64) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-tests-{}-{}",
+            std::process::id(),
+            ports.first().copied().unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).expect("a node directory");
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("config written");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$@\""))
+            .arg("sh")
+            .arg(binary())
+            .args(["start", "--loglevel", "info", "--logformat", "json"])
+            .arg("--cores")
+            .arg(cores.to_string())
+            .arg("--cbdir")
+            .arg(&dir);
+        Self::launch(cmd, dir, ports)
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of the node's `/proc/<pid>/status` (e.g. `VmRSS`) as its first number (kB
+    /// for the memory fields); `None` when the node is gone.
+    pub fn proc_status(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The node's resident set size in KiB (0 when the node is gone).
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS").unwrap_or(0)
+    }
+
+    /// The log lines whose message contains `needle`.
+    pub fn log_matching(&self, needle: &str) -> Vec<String> {
+        self.log_lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+}
