@@ -704,3 +704,149 @@ fn deflate_empty_messages_in_a_row() {
     });
     assert_eq!(events, ["text:after"]);
 }
+
+/// A server with permessage-deflate and `max_message_size`, and a client that compresses
+/// every message (context takeover on both sides).
+fn deflate_server_client(max_message_size: usize) -> (Connection, Connection) {
+    let params = DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    };
+    let config = DeflateConfig {
+        compress_threshold: 0,
+        ..DeflateConfig::default()
+    };
+    let server_config = Config {
+        max_message_size,
+        ..small_config()
+    };
+    (
+        Connection::new(
+            Role::Server,
+            server_config,
+            Some(PerMessageDeflate::new(&params, &config)),
+        ),
+        Connection::new(
+            Role::Client { mask_seed: 7 },
+            Config::default(),
+            Some(PerMessageDeflate::new_client(&params, &config).unwrap()),
+        ),
+    )
+}
+
+/// The compressed payload `client` sends for `data` (RFC 7692: one frame, the
+/// `00 00 ff ff` tail stripped), unmasked.
+fn compressed_payload(client: &mut Connection, data: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    client.send_message(false, data, &mut wire);
+    let limits = FrameLimits {
+        max_frame_size: u64::MAX >> 1,
+        rsv1_allowed: true,
+        expect_masked: true,
+    };
+    let header = parse_header(&wire, &limits).unwrap().unwrap();
+    assert!(header.rsv1, "the client compresses every message");
+    let key = header.mask.unwrap();
+    wire[header.header_len..]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ key[i % 4])
+        .collect()
+}
+
+/// Feeds `stream` to `conn` in the reads that `ends` (sorted cut positions) delimit, then
+/// returns every event and reply.
+fn drive_cut(conn: &mut Connection, stream: &[u8], ends: &[usize]) -> (Vec<String>, Vec<String>) {
+    let mut start = 0;
+    for &end in ends.iter().chain([&stream.len()]) {
+        conn.handle_read(&stream[start..end]);
+        start = end;
+    }
+    let events = std::iter::from_fn(|| conn.poll_event())
+        .map(render)
+        .collect();
+    let mut out = Vec::new();
+    conn.poll_transmit(&mut out);
+    (events, render_frames(&out))
+}
+
+/// Message text built from valid characters and, rarely, bytes that break UTF-8 (a stray
+/// continuation or lead byte, an encoded surrogate).
+fn arb_text_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        20 => Just(&b"wamp "[..]),
+        10 => Just("κόσμε ".as_bytes()),
+        5 => Just("🚀".as_bytes()),
+        1 => Just(&b"\xff"[..]),
+        1 => Just(&b"\xce"[..]),
+        1 => Just(&b"\xed\xa0\x80"[..]),
+    ];
+    proptest::collection::vec(piece, 0..120).prop_map(|pieces| pieces.concat())
+}
+
+/// One compressed message on the wire: its text (or binary) content, where its compressed
+/// payload is cut into fragments, and an optional corruption of one compressed byte.
+type CompressedCase = (bool, Vec<u8>, Vec<prop::sample::Index>);
+
+fn arb_compressed_case() -> impl Strategy<Value = CompressedCase> {
+    (
+        prop::bool::weighted(0.8),
+        arb_text_bytes(),
+        proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Fuzz finding 1: a compressed message that is corrupt, too large once inflated, or not
+    /// UTF-8 fails the connection with the same error (and close code) whether it arrives in
+    /// one read, in arbitrary pieces or byte by byte, fragmented or not.
+    #[test]
+    fn compressed_message_errors_do_not_depend_on_reads(
+        messages in proptest::collection::vec(arb_compressed_case(), 1..4),
+        corrupt in proptest::option::of((any::<prop::sample::Index>(), any::<prop::sample::Index>(), 1u8..=255)),
+        limit in prop::sample::select(vec![64usize, 300, 1 << 17]),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let (_, mut client) = deflate_server_client(limit);
+        let mut payloads: Vec<Vec<u8>> = messages
+            .iter()
+            .map(|(_, data, _)| compressed_payload(&mut client, data))
+            .collect();
+        if let Some((which, at, xor)) = corrupt {
+            let payload = &mut payloads[which.index(messages.len())];
+            if !payload.is_empty() {
+                let at = at.index(payload.len());
+                payload[at] ^= xor;
+            }
+        }
+        let mut stream = Vec::new();
+        for ((text, _, fragments), payload) in messages.iter().zip(&payloads) {
+            let mut ends: Vec<usize> = fragments.iter().map(|i| i.index(payload.len() + 1)).collect();
+            ends.sort_unstable();
+            ends.dedup();
+            ends.retain(|&e| e < payload.len());
+            let mut start = 0;
+            for (n, end) in ends.iter().copied().chain([payload.len()]).enumerate() {
+                let fin = if end == payload.len() { FIN } else { 0 };
+                let b0 = match n {
+                    0 => fin | RSV1 | if *text { 0x1 } else { 0x2 },
+                    _ => fin,
+                };
+                stream.extend(frame(b0, &payload[start..end]));
+                start = end;
+            }
+        }
+        let whole = drive_cut(&mut deflate_server_client(limit).0, &stream, &[]);
+        let mut ends: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        ends.sort_unstable();
+        let cut = drive_cut(&mut deflate_server_client(limit).0, &stream, &ends);
+        prop_assert_eq!(&cut, &whole, "cut at {:?}", ends);
+        let every_byte: Vec<usize> = (1..stream.len()).collect();
+        let bytewise = drive_cut(&mut deflate_server_client(limit).0, &stream, &every_byte);
+        prop_assert_eq!(&bytewise, &whole, "byte by byte");
+    }
+}

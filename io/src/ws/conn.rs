@@ -14,19 +14,32 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::ws::deflate::{DeflateError, PerMessageDeflate};
 use crate::ws::frame::{
     self, FrameHeader, FrameLimits, OpCode, ProtocolError, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use crate::ws::mask::apply_mask;
+use crate::ws::mask::{apply_mask, unmask_into};
 use crate::ws::utf8::{self, Utf8Validator};
 
-/// At most this much is reserved ahead for a message whose payload has not arrived yet;
-/// beyond it the buffer grows with the data, so a header announcing a large (but allowed)
-/// payload and then stalling costs little.
+/// Once a frame's payload starts to arrive, its buffer is reserved up to this much ahead of
+/// the data, or [`RESERVE_FACTOR`] times the chunk that arrived if that is more, never past
+/// the announced length (already checked against the limits). A header alone reserves
+/// nothing, so a peer announcing a large (but allowed) payload and stalling costs little,
+/// while a large frame arriving in 64 KiB reads is copied once, not regrown.
 const RESERVE_AHEAD: usize = 64 * 1024;
+
+/// See [`RESERVE_AHEAD`]: a peer makes us reserve at most this many times what it sent.
+const RESERVE_FACTOR: usize = 32;
+
+/// Whole messages up to this size found in one read are copied into a shared arena (one
+/// allocation per read) instead of one allocation each.
+const SMALL_MESSAGE: usize = 4 * 1024;
+
+/// An arena holds at most this much (and never more than the rest of the read), so a small
+/// message kept alive by its receiver pins at most this much memory.
+const ARENA_SIZE: usize = 64 * 1024;
 
 /// Unanswered pings beyond this many are coalesced: the newest replaces the last queued
 /// pong, as RFC 6455 §5.5.3 allows, so a ping flood cannot grow the reply queue.
@@ -149,6 +162,18 @@ struct Message {
     data: Vec<u8>,
     /// Streaming validation for text messages received in pieces.
     utf8: Utf8Validator,
+}
+
+impl Message {
+    /// An empty message; its buffer is reserved as the payload arrives.
+    fn new(text: bool, compressed: bool) -> Self {
+        Self {
+            text,
+            compressed,
+            data: Vec::new(),
+            utf8: Utf8Validator::new(),
+        }
+    }
 }
 
 /// The frame whose payload is being received.
@@ -442,6 +467,9 @@ impl Connection {
     }
 
     fn read_frames(&mut self, mut input: &[u8]) -> Result<(), ProtocolError> {
+        // Small messages of this read share one allocation; what is left of it is freed
+        // when the last of them is dropped.
+        let mut arena = BytesMut::new();
         loop {
             if !matches!(self.phase, Phase::Open | Phase::CloseSent) {
                 return Ok(());
@@ -456,7 +484,7 @@ impl Connection {
                 if self.whole_message_at_once(&header, input) {
                     // Fast path: a single-frame message entirely in this read.
                     let len = header.payload_len as usize;
-                    self.read_whole_message(&header, &input[..len])?;
+                    self.read_whole_message(&header, input, &mut arena)?;
                     input = &input[len..];
                     continue;
                 }
@@ -524,33 +552,51 @@ impl Connection {
             && header.payload_len <= input.len() as u64
     }
 
+    /// Delivers a single-frame message whose payload is the start of `input` (which holds
+    /// it whole): unmasked while copied, small ones into the read's shared `arena`.
     fn read_whole_message(
         &mut self,
         header: &FrameHeader,
-        payload: &[u8],
+        input: &[u8],
+        arena: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
-        if payload.len() > self.config.max_message_size && !header.rsv1 {
+        // The caller checked that the payload is in `input`, so it fits in usize.
+        let len = header.payload_len as usize;
+        let payload = &input[..len];
+        let text = header.opcode == OpCode::Text;
+        if header.rsv1 {
+            // The same streaming path as a message arriving in pieces, so that which error
+            // fails a bad compressed message does not depend on the read boundaries.
+            let mut raw = Vec::with_capacity(len);
+            unmask_payload(&mut raw, payload, header.mask, 0);
+            let mut message = Message::new(text, true);
+            self.inflate_into(&mut message, &raw, true)?;
+            return self.deliver(message);
+        }
+        if len > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 limit: self.config.max_message_size as u64,
             });
         }
-        let mut data = payload.to_vec();
-        if let Some(key) = header.mask {
-            apply_mask(&mut data, key, 0);
-        }
-        if header.rsv1 {
-            let mut inflated = Vec::new();
-            self.inflate(&data, true, &mut inflated)?;
-            data = inflated;
-        }
-        let text = header.opcode == OpCode::Text;
+        let data = if len <= SMALL_MESSAGE {
+            if arena.capacity() < len {
+                // The rest of the read bounds what its small messages can need.
+                *arena = BytesMut::with_capacity(input.len().min(ARENA_SIZE).max(len));
+            }
+            arena.extend_from_slice(payload);
+            if let Some(key) = header.mask {
+                apply_mask(arena, key, 0);
+            }
+            arena.split().freeze()
+        } else {
+            let mut data = Vec::with_capacity(len);
+            unmask_payload(&mut data, payload, header.mask, 0);
+            Bytes::from(data)
+        };
         if text && !utf8::is_valid(&data) {
             return Err(ProtocolError::TextNotUtf8);
         }
-        self.push_event(Event::Message {
-            text,
-            data: Bytes::from(data),
-        });
+        self.push_event(Event::Message { text, data });
         Ok(())
     }
 
@@ -565,7 +611,6 @@ impl Connection {
                 };
                 if !message.compressed {
                     check_message_size(message.data.len() as u64 + len, &self.config)?;
-                    message.data.reserve(reserve_for(len));
                 }
             }
             OpCode::Text | OpCode::Binary => {
@@ -575,12 +620,7 @@ impl Connection {
                 if !header.rsv1 {
                     check_message_size(len, &self.config)?;
                 }
-                self.message = Some(Message {
-                    text: header.opcode == OpCode::Text,
-                    compressed: header.rsv1,
-                    data: Vec::with_capacity(reserve_for(len)),
-                    utf8: Utf8Validator::new(),
-                });
+                self.message = Some(Message::new(header.opcode == OpCode::Text, header.rsv1));
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => {
                 // The parser bounded control payloads at 125 bytes.
@@ -601,6 +641,8 @@ impl Connection {
         let header = frame.header;
         // The phase is the payload offset modulo 4, so the cast cannot truncate.
         let phase = (frame.received % 4) as usize;
+        // What is left of the frame, this chunk included.
+        let remaining = header.payload_len - frame.received;
         frame.received += chunk.len() as u64;
         if header.opcode.is_control() {
             let start = self.control.len();
@@ -612,10 +654,8 @@ impl Connection {
         }
         let compressed = self.message.as_ref().is_some_and(|m| m.compressed);
         if compressed {
-            let mut scratch = chunk.to_vec();
-            if let Some(key) = header.mask {
-                apply_mask(&mut scratch, key, phase);
-            }
+            let mut scratch = Vec::with_capacity(chunk.len());
+            unmask_payload(&mut scratch, chunk, header.mask, phase);
             let mut message = self.message.take();
             let result = match message.as_mut() {
                 Some(m) => self.inflate_into(m, &scratch, false),
@@ -628,10 +668,13 @@ impl Connection {
             return Ok(());
         };
         let start = message.data.len();
-        message.data.extend_from_slice(chunk);
-        if let Some(key) = header.mask {
-            apply_mask(&mut message.data[start..], key, phase);
+        if message.data.capacity() - start < chunk.len() {
+            // `remaining` is at least `chunk.len()`, and the announced length passed the
+            // limits in `begin_frame`; the minimum fits in usize because `ahead` does.
+            let ahead = RESERVE_AHEAD.max(chunk.len().saturating_mul(RESERVE_FACTOR));
+            message.data.reserve(remaining.min(ahead as u64) as usize);
         }
+        unmask_payload(&mut message.data, chunk, header.mask, phase);
         if message.text && message.utf8.feed(&message.data[start..]).is_err() {
             return Err(ProtocolError::TextNotUtf8);
         }
@@ -656,6 +699,11 @@ impl Connection {
         if message.compressed {
             self.inflate_into(&mut message, &[], true)?;
         }
+        self.deliver(message)
+    }
+
+    /// Queues a complete message once its text, if it is text, is known to be whole.
+    fn deliver(&mut self, mut message: Message) -> Result<(), ProtocolError> {
         if message.text && message.utf8.finish().is_err() {
             return Err(ProtocolError::TextNotUtf8);
         }
@@ -667,6 +715,12 @@ impl Connection {
     }
 
     /// Inflates `input` into the message and validates the new text incrementally.
+    ///
+    /// The text inflated before a decompression error is validated before that error is
+    /// reported: zlib emits everything it can decode as soon as it can, so the output before
+    /// the first fault in the stream is the same however the input was cut, and checking it
+    /// first makes the reported error (and close code) the first one in stream order —
+    /// whether the message arrived in one read or byte by byte.
     fn inflate_into(
         &mut self,
         message: &mut Message,
@@ -674,11 +728,11 @@ impl Connection {
         fin: bool,
     ) -> Result<(), ProtocolError> {
         let start = message.data.len();
-        self.inflate(input, fin, &mut message.data)?;
+        let inflated = self.inflate(input, fin, &mut message.data);
         if message.text && message.utf8.feed(&message.data[start..]).is_err() {
             return Err(ProtocolError::TextNotUtf8);
         }
-        Ok(())
+        inflated
     }
 
     fn inflate(&mut self, input: &[u8], fin: bool, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
@@ -841,7 +895,10 @@ fn check_message_size(len: u64, config: &Config) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-fn reserve_for(len: u64) -> usize {
-    // Bounded by RESERVE_AHEAD, so the cast cannot truncate.
-    len.min(RESERVE_AHEAD as u64) as usize
+/// Appends `payload` to `dst`, unmasking it with `mask` (if any) from key byte `phase`.
+fn unmask_payload(dst: &mut Vec<u8>, payload: &[u8], mask: Option<[u8; 4]>, phase: usize) {
+    match mask {
+        Some(key) => unmask_into(dst, payload, key, phase),
+        None => dst.extend_from_slice(payload),
+    }
 }
