@@ -80,6 +80,9 @@ pub struct WorkerArgs {
     /// The worker replaces one that died: its shards rejoin the running router.
     #[arg(long)]
     pub rejoin: bool,
+    /// The node's epoch on the system-wide monotonic clock, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub epoch_us: u64,
 }
 
 /// Where the configuration comes from.
@@ -316,6 +319,8 @@ fn run_controller(node: &NodeConfig, args: &StartArgs) -> Result<(), String> {
         workers.to_string().into(),
         "--threads".into(),
         threads.to_string().into(),
+        "--epoch-us".into(),
+        crate::server::monotonic_us().to_string().into(),
         "--loglevel".into(),
         log_level_name(args.loglevel).into(),
         "--logformat".into(),
@@ -361,6 +366,7 @@ fn worker(args: &WorkerArgs) -> ExitCode {
         workers: args.workers,
         threads: args.threads,
         rejoin: args.rejoin,
+        epoch_us: args.epoch_us,
     };
     match crate::server::run_worker(node, &plan) {
         Ok(()) => {

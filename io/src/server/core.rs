@@ -353,7 +353,8 @@ impl Core {
             .collect()
     }
 
-    /// The shard's clock: microseconds since the node started (the same epoch on every core).
+    /// The shard's clock: microseconds since the node started (the same epoch on every core
+    /// of every worker process).
     pub(super) fn now(&self) -> Time {
         Time(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
     }

@@ -109,6 +109,7 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
         threads: usize::from(count),
         count,
         rejoin: false,
+        epoch_us: None,
     };
     let remote = (0..layout.threads).map(|_| Vec::new()).collect();
     serve(&config, &layout, remote, None)
@@ -130,6 +131,27 @@ pub(crate) struct Layout {
     pub(crate) count: u16,
     /// The worker was restarted: its shards rejoin a running router.
     pub(crate) rejoin: bool,
+    /// The node's epoch (the controller's start) on the system-wide monotonic clock, in
+    /// microseconds, so that every worker's shards count time from the same instant;
+    /// `None`: this process's start.
+    pub(crate) epoch_us: Option<u64>,
+}
+
+/// The system-wide monotonic clock (`CLOCK_MONOTONIC`, the clock `Instant` reads on
+/// Linux), in microseconds: the same in every process of the machine.
+pub(crate) fn monotonic_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1000)
+}
+
+/// The `Instant` of the monotonic clock reading `epoch_us` (now, if that is in the future
+/// or not representable).
+fn epoch_instant(epoch_us: u64) -> Instant {
+    let now = Instant::now();
+    let since = Duration::from_micros(monotonic_us().saturating_sub(epoch_us));
+    now.checked_sub(since).unwrap_or(now)
 }
 
 impl Layout {
@@ -242,7 +264,7 @@ pub(crate) fn serve(
         .unzip();
     let mut shutdowns = Vec::new();
     let router = Arc::new(config.router.clone());
-    let start = Instant::now();
+    let start = layout.epoch_us.map_or_else(Instant::now, epoch_instant);
     let seed = random_seed();
     let mut threads = Vec::new();
     for (thread, ((((mine, links_out), links_in), remote), late)) in listeners
@@ -578,5 +600,18 @@ mod tests {
             &[(0, 0), (1500, 1), (2600, 2)],
         );
         check(&[5000, 9000], &[(5000, 0), (9000, 0)]);
+    }
+
+    /// An epoch read from the monotonic clock maps to an `Instant` that far back: the two
+    /// clocks are the same clock, so workers started later count from the same origin.
+    #[test]
+    fn an_epoch_on_the_monotonic_clock_is_the_same_instant() {
+        let epoch = monotonic_us() - 2_000_000;
+        let elapsed = epoch_instant(epoch).elapsed();
+        assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+        // Only an upper bound so a broken conversion fails; no timing is asserted.
+        assert!(elapsed < Duration::from_secs(3600), "{elapsed:?}");
+        let future = epoch_instant(monotonic_us() + 10_000_000);
+        assert!(future.elapsed() < Duration::from_secs(3600));
     }
 }

@@ -28,6 +28,9 @@ pub struct WorkerPlan {
     pub threads: u16,
     /// The worker replaces one that died: its shards rejoin the running router.
     pub rejoin: bool,
+    /// The node's epoch on the system-wide monotonic clock, in microseconds (the shards'
+    /// time origin, the same in every worker).
+    pub epoch_us: u64,
 }
 
 /// Runs one worker process: waits for its links on standard input (the control socket),
@@ -51,6 +54,7 @@ pub fn run_worker(config: NodeConfig, plan: &WorkerPlan) -> Result<(), ServerErr
         threads: usize::from(plan.threads),
         count,
         rejoin: plan.rejoin,
+        epoch_us: Some(plan.epoch_us),
     };
     let control = io::stdin()
         .as_fd()
