@@ -449,4 +449,29 @@ fn ten_workers_of_one_thread_serve_one_router() {
         logged(&node, "cannot pin the thread to a CPU").is_empty(),
         "pinning failed"
     );
+
+    // `status` and `stop` work with the controller's pid file; every worker stops.
+    let mut node = node;
+    let cli = |verb: &str| {
+        let mut cmd = Command::new(switchyard_tests::binary());
+        cmd.arg(verb).arg("--cbdir").arg(&node.dir);
+        cmd
+    };
+    let status = cli("status").output().expect("the cli runs");
+    assert!(status.status.success(), "{status:?}");
+    assert!(String::from_utf8_lossy(&status.stdout).starts_with("running (pid "));
+    // `stop` waits for the pid to go away, so the controller (this test's child) must be
+    // reaped meanwhile: a zombie still counts as running.
+    let stop = cli("stop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the cli runs");
+    let exit = node
+        .wait(Duration::from_secs(30))
+        .expect("the controller exits");
+    assert_eq!(exit.code(), Some(0));
+    let stop = stop.wait_with_output().expect("stop ends");
+    assert!(stop.status.success(), "{stop:?}");
+    assert_eq!(logged(&node, "worker stopped").len(), usize::from(TEN));
 }
