@@ -475,3 +475,32 @@ fn ten_workers_of_one_thread_serve_one_router() {
     assert!(stop.status.success(), "{stop:?}");
     assert_eq!(logged(&node, "worker stopped").len(), usize::from(TEN));
 }
+
+/// Whether a process runs (a zombie, dead but not yet reaped, does not).
+fn running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesized command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+#[test]
+fn workers_stop_when_the_controller_is_killed() {
+    let (node, _ws, _raw) = start();
+    wait_for_log(&node, "both workers starting", |n| {
+        logged(n, "worker starting").len() == usize::from(WORKERS)
+    });
+    let pids: Vec<u64> = (0..u64::from(WORKERS))
+        .map(|w| *worker_pids(&node, w).first().expect("worker started"))
+        .collect();
+    node.signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(|&pid| running(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned workers still run: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -4,8 +4,9 @@
 //!
 //! Global shard index = worker × threads + thread; the router has workers × threads shards.
 //! A restarted worker's shards start with `Shard::rejoin`. The worker shuts down
-//! gracefully on SIGINT/SIGTERM (the controller forwards them) and when the control socket
-//! ends (the controller is gone, so nobody would restart or link anything).
+//! gracefully on SIGINT/SIGTERM (the controller forwards them; the kernel sends SIGTERM
+//! when the controller dies) and when the control socket ends (the controller is gone, so
+//! nobody would restart or link anything).
 //!
 //! It does not spawn processes or make links: that is the controller's job
 //! ([`crate::controller`]).
@@ -56,6 +57,13 @@ pub fn run_worker(config: NodeConfig, plan: &WorkerPlan) -> Result<(), ServerErr
         rejoin: plan.rejoin,
         epoch_us: Some(plan.epoch_us),
     };
+    // If the controller dies (even by SIGKILL), this worker gets SIGTERM and stops
+    // gracefully; the end of the control socket says the same a moment later.
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+    {
+        tracing::warn!(worker = plan.index, error = %e, "no parent-death signal");
+    }
     let control = io::stdin()
         .as_fd()
         .try_clone_to_owned()
