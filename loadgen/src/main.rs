@@ -39,6 +39,9 @@ enum Command {
         /// Do not subscribe the sessions to the broadcast topic.
         #[arg(long)]
         no_subscribe: bool,
+        /// One session in this many calls an RPC after the broadcast (0 = none).
+        #[arg(long, default_value_t = 0)]
+        call_every: u64,
     },
     /// Publishers × subscribers × topics.
     Pubsub {
@@ -62,6 +65,10 @@ enum Command {
         /// Flat out: publications per write.
         #[arg(long, default_value_t = 16)]
         batch: usize,
+        /// Testing the tool: subscribers drop every Nth event they receive (0 = none), so
+        /// that the report must show a loss.
+        #[arg(long, default_value_t = 0, hide = true)]
+        drop_every: u64,
     },
     /// Callers × callees.
     Rpc {
@@ -83,19 +90,25 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
     },
-    /// Start a router in a memory cgroup on given cores, run `connect`, PASS or FAIL.
+    /// Start a router in a memory cgroup on given cores, hold N subscribed sessions, PASS or
+    /// FAIL. Here `--cores N` confines the router to CPUs 0..N (the load generator shares
+    /// them, one executor per process).
     Capacity {
         #[command(flatten)]
         common: CommonArgs,
         /// The router binary.
         #[arg(long)]
         router_bin: PathBuf,
-        /// Arguments for the router (after `--`).
+        /// Arguments for the router (after `--`); default: Switchyard's `start` on its
+        /// embedded default, with the worker processes the file limit requires.
         #[arg(last = true)]
         router_args: Vec<String>,
-        /// CPUs the router may use, e.g. `0` or `0,1`.
-        #[arg(long, default_value = "0")]
-        router_cpus: String,
+        /// CPUs the router may use, e.g. `0` or `0,1` (default: 0..--cores).
+        #[arg(long)]
+        router_cpus: Option<String>,
+        /// Router worker processes (default: as many as the file limit requires).
+        #[arg(long)]
+        router_workers: Option<u64>,
         /// The memory limit, e.g. `4GiB`.
         #[arg(long, default_value = "4GiB")]
         memory: String,
@@ -105,6 +118,9 @@ enum Command {
         /// New sessions per second.
         #[arg(long, default_value_t = 5000.0)]
         rate: f64,
+        /// One session in this many calls an RPC after the broadcast (0 = none).
+        #[arg(long, default_value_t = 1000)]
+        call_every: u64,
     },
     /// Internal: run one worker process's share of a plan (JSON).
     #[command(hide = true)]
@@ -180,6 +196,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             sessions,
             rate,
             no_subscribe,
+            call_every,
         } => (
             common,
             Scenario::Connect(connect::Config {
@@ -187,6 +204,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 rate,
                 subscribe: !no_subscribe,
                 connect_timeout_secs: 10.0,
+                call_every,
             }),
         ),
         Command::Pubsub {
@@ -197,6 +215,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             payload,
             rate,
             batch,
+            drop_every,
         } => (
             common,
             Scenario::PubSub(pubsub::Config {
@@ -206,7 +225,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 payload,
                 rate,
                 batch,
-                drop_every: 0,
+                drop_every,
             }),
         ),
         Command::Rpc {
@@ -227,26 +246,48 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }),
         ),
         Command::Capacity {
-            common,
+            mut common,
             router_bin,
             router_args,
             router_cpus,
+            router_workers,
             memory,
             sessions,
             rate,
+            call_every,
         } => {
-            let cfg = capacity::Config {
-                router_bin,
-                router_args,
-                router_cpus,
-                memory: capacity::parse_size(&memory)?,
-            };
-            let scenario = Scenario::Connect(connect::Config {
+            let cores = common.cores.max(1);
+            let connect = connect::Config {
                 sessions,
                 rate,
                 subscribe: true,
                 connect_timeout_secs: 10.0,
-            });
+                call_every,
+            };
+            let scenario = Scenario::Connect(connect.clone());
+            let router_args = if router_args.is_empty() {
+                let workers = router_workers.unwrap_or_else(|| {
+                    capacity::router_workers(scenario.connections(), limits::probe().nofile)
+                });
+                eprintln!(
+                    "capacity: the router runs {workers} worker process(es) on {cores} CPU(s)"
+                );
+                capacity::switchyard_args(cores, workers)
+            } else {
+                router_args
+            };
+            let cfg = capacity::Config {
+                router_bin,
+                router_args,
+                router_cpus: router_cpus.unwrap_or_else(|| format!("0-{}", cores - 1)),
+                memory: capacity::parse_size(&memory)?,
+                sessions,
+                sampled_calls: connect.sampled(),
+            };
+            // The load generator: one executor per process, on the same CPUs; the last
+            // messages of a large broadcast and the sampled calls need time to arrive.
+            common.cores = 1;
+            common.drain = common.drain.max(5.0 + sessions as f64 / 10_000.0);
             let target = Common {
                 url: common.url.clone(),
                 realm: common.realm.clone(),
@@ -261,10 +302,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 seed: 0,
             }
             .target()?;
+            let json = common.json.clone();
             let verdict = capacity::run(&cfg, target.addr, |pid| {
                 run(common.clone(), scenario.clone(), Some(pid))
             })?;
             println!("{}", verdict.summary());
+            if let Some(path) = json {
+                // Next to the load's report: the verdict with its memory figures.
+                let mut p = path.into_os_string();
+                p.push(".verdict.json");
+                std::fs::write(p, serde_json::to_string_pretty(&verdict)?)?;
+            }
             if !verdict.pass {
                 std::process::exit(1);
             }

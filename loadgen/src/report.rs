@@ -143,6 +143,12 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
                     stats.counter("broadcast_received").to_string(),
                 ));
             }
+            if c.call_every > 0 {
+                rows.push((
+                    "sampled calls answered".into(),
+                    format!("{} of {}", stats.counter("sample_calls_ok"), c.sampled()),
+                ));
+            }
             if stats.counters.contains_key("router_session_count") {
                 rows.push((
                     "router's wamp.session.count".into(),

@@ -134,13 +134,17 @@ fn connect_verifies_every_session() {
         rate: 400.0,
         subscribe: true,
         connect_timeout_secs: 5.0,
+        call_every: 10,
     };
     let p = plan(&router, true, "json", Scenario::Connect(c), 2);
     let s = scenario::run(p, 1).unwrap();
     assert!(s.failures.is_empty(), "{:?}", s.failures);
     assert_eq!(s.counter("sessions_open"), 40);
     assert_eq!(s.counter("broadcast_received"), 40);
-    // 40 sessions plus the broadcaster.
-    assert_eq!(s.counter("router_session_count"), 41);
+    // Sessions 0, 10, 20 and 30 called the sample procedure once each.
+    assert_eq!(s.counter("sample_calls_ok"), 4);
+    assert_eq!(s.counter("sample_invocations"), 4);
+    // 40 sessions plus the broadcaster and the sample callee.
+    assert_eq!(s.counter("router_session_count"), 42);
     assert!(s.counter("loadgen_rss_kib") > 0);
 }

@@ -1,9 +1,15 @@
 //! The `capacity` scenario: starts a router binary confined to given CPUs (`taskset`) and
 //! to a memory cgroup this tool creates under its own (v1 `memory.limit_in_bytes`, as on
 //! the project's machines, or v2 `memory.max`), runs `connect` against it, and answers PASS
-//! or FAIL with the cgroup's peak usage. What it does not do: no router configuration of
-//! its own (arguments after `--` go to the router), no retry; it stops the router it
-//! started, by pid, and removes its cgroup.
+//! or FAIL with the cgroup's peak usage. Without router arguments it starts Switchyard as a
+//! user's first command does (`switchyard start` in an empty directory: the embedded
+//! default configuration) with as many worker processes (`--workers`) as the router's
+//! per-process file limit requires; every one of them is in the same cgroup, so the sum
+//! counts. While the load runs it samples the router's RSS (all its processes) and the
+//! cgroup's usage, so that the report gives the memory per idle session.
+//!
+//! What it does not do: no retry; it stops the router it started, by pid, and removes its
+//! cgroup.
 
 use std::fs;
 use std::net::TcpStream;
@@ -24,30 +30,83 @@ pub struct Config {
     pub router_cpus: String,
     /// The memory limit in bytes.
     pub memory: u64,
+    /// Sessions the load holds (for the per-session figures).
+    pub sessions: u64,
+    /// Sampled calls the load makes (all must be answered).
+    pub sampled_calls: u64,
+}
+
+/// Open files each router process keeps for itself beyond its sessions' sockets
+/// (listeners, links to the other workers, rings, logs), a generous margin.
+pub const ROUTER_FD_RESERVE: u64 = 1_000;
+
+/// The router worker processes `connections` need when each process may hold `nofile`
+/// files: the per-process file limit is what forces several.
+pub fn router_workers(connections: u64, nofile: u64) -> u64 {
+    connections
+        .div_ceil(nofile.saturating_sub(ROUTER_FD_RESERVE).max(1))
+        .max(1)
+}
+
+/// `switchyard start`'s arguments for the embedded default on `cores` CPUs with `workers`
+/// processes (each then takes its share of the CPUs as threads).
+pub fn switchyard_args(cores: usize, workers: u64) -> Vec<String> {
+    let mut args = vec!["start".to_owned(), "--loglevel".into(), "warn".into()];
+    if workers > 1 {
+        args.extend(["--workers".to_owned(), workers.to_string()]);
+    } else {
+        args.extend(["--cores".to_owned(), cores.to_string()]);
+    }
+    args
 }
 
 /// The answer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Verdict {
     /// Whether every check passed.
     pub pass: bool,
-    /// The cgroup's peak memory usage in bytes.
+    /// The cgroup's peak memory usage in bytes (v1 `memory.max_usage_in_bytes`).
     pub peak: u64,
     /// The limit in bytes.
     pub limit: u64,
+    /// Sessions asked for.
+    pub sessions: u64,
+    /// The cgroup's usage once the router listened, before any session, in bytes.
+    pub cgroup_base: u64,
+    /// The router's RSS (all its processes) once it listened, in KiB.
+    pub rss_base_kib: u64,
+    /// The router's highest RSS (all its processes) sampled during the run, in KiB.
+    pub rss_peak_kib: u64,
     /// Why it failed, one sentence per check that failed.
     pub reasons: Vec<String>,
 }
 
 impl Verdict {
-    /// One line for the terminal.
+    /// User-space memory per session: the router's RSS growth over the sessions, in bytes.
+    pub fn rss_per_session(&self) -> f64 {
+        self.rss_peak_kib.saturating_sub(self.rss_base_kib) as f64 * 1024.0
+            / self.sessions.max(1) as f64
+    }
+
+    /// The cgroup's growth (user and kernel memory it accounts) per session, in bytes.
+    pub fn cgroup_per_session(&self) -> f64 {
+        self.peak.saturating_sub(self.cgroup_base) as f64 / self.sessions.max(1) as f64
+    }
+
+    /// The verdict and its figures, for the terminal.
     pub fn summary(&self) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         format!(
-            "{}: peak {:.1} MiB of {:.1} MiB{}",
+            "{}: {} sessions; cgroup peak {:.1} MiB of {:.1} MiB (at start {:.1} MiB; {:.0} B per session); router RSS {:.1} MiB at start, {:.1} MiB at most ({:.0} B per session){}",
             if self.pass { "PASS" } else { "FAIL" },
+            self.sessions,
             mib(self.peak),
             mib(self.limit),
+            mib(self.cgroup_base),
+            self.cgroup_per_session(),
+            self.rss_base_kib as f64 / 1024.0,
+            self.rss_peak_kib as f64 / 1024.0,
+            self.rss_per_session(),
             if self.reasons.is_empty() {
                 String::new()
             } else {
@@ -129,6 +188,13 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    fn usage(&self) -> u64 {
+        match self {
+            Self::V1(_) => self.read("memory.usage_in_bytes"),
+            Self::V2(_) => self.read("memory.current"),
+        }
+    }
+
     fn peak(&self) -> u64 {
         match self {
             Self::V1(_) => self.read("memory.max_usage_in_bytes"),
@@ -171,11 +237,45 @@ pub fn run(
     for a in &cfg.router_args {
         script.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
     }
-    let mut child = Command::new("sh").arg("-c").arg(&script).spawn()?;
+    // An empty working directory without CROSSBAR_DIR: Switchyard then finds no node
+    // directory and serves its embedded default, and its pid file lands there.
+    let workdir = std::env::temp_dir().join(format!("switchyard-load-{}", std::process::id()));
+    fs::create_dir_all(&workdir)?;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&workdir)
+        .env_remove("CROSSBAR_DIR")
+        .spawn()?;
     let pid = child.id();
+    let tree_rss = move || -> u64 {
+        super::connect::process_tree(pid)
+            .into_iter()
+            .filter_map(|p| super::connect::rss_kib(Some(p)))
+            .sum()
+    };
+    let mut bases = (0, 0);
+    let rss_peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_sampler = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let result = (|| {
         wait_listening(&mut child, target)?;
-        let report = load(pid)?;
+        // Worker processes may still be starting when the first listens.
+        std::thread::sleep(Duration::from_millis(500));
+        bases = (cg.usage(), tree_rss());
+        let sampler = {
+            let (peak, stop) = (rss_peak.clone(), stop_sampler.clone());
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !stop.load(Ordering::SeqCst) {
+                    peak.fetch_max(tree_rss(), Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        let report = load(pid);
+        stop_sampler.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = sampler.join();
+        let report = report?;
         let alive = matches!(child.try_wait(), Ok(None));
         Ok::<_, anyhow::Error>((report, alive))
     })();
@@ -183,6 +283,7 @@ pub fn run(
     let peak = cg.peak();
     let hits = cg.limit_hits();
     let _ = fs::remove_dir(cg.dir());
+    let _ = fs::remove_dir_all(&workdir);
     let (report, alive) = result?;
     let mut reasons = Vec::new();
     let s = &report.stats;
@@ -207,6 +308,13 @@ pub fn run(
             s.counter("broadcast_received")
         ));
     }
+    if s.counter("sample_calls_ok") < cfg.sampled_calls {
+        reasons.push(format!(
+            "{} of {} sampled calls answered",
+            s.counter("sample_calls_ok"),
+            cfg.sampled_calls
+        ));
+    }
     if s.failure_count() > 0 {
         reasons.push(format!("{} failures", s.failure_count()));
     }
@@ -217,6 +325,10 @@ pub fn run(
         pass: reasons.is_empty(),
         peak,
         limit: cfg.memory,
+        sessions: cfg.sessions,
+        cgroup_base: bases.0,
+        rss_base_kib: bases.1,
+        rss_peak_kib: rss_peak.load(std::sync::atomic::Ordering::SeqCst),
         reasons,
     })
 }
@@ -261,5 +373,26 @@ mod tests {
         check("1.5G", 3 << 29);
         check("1000", 1000);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn router_processes_follow_the_file_limit() {
+        let check = |conns: u64, nofile: u64, want: u64| {
+            assert_eq!(router_workers(conns, nofile), want, "{conns} / {nofile}");
+        };
+        check(0, 20_000, 1);
+        check(18_000, 20_000, 1);
+        check(19_001, 20_000, 2);
+        check(180_002, 20_000, 10);
+        check(1_000_000, 20_000, 53);
+        check(10, 100, 10);
+        assert_eq!(
+            switchyard_args(2, 1),
+            ["start", "--loglevel", "warn", "--cores", "2"]
+        );
+        assert_eq!(
+            switchyard_args(2, 10),
+            ["start", "--loglevel", "warn", "--workers", "10"]
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The `connect` scenario: open N sessions at a given rate, join the realm, optionally
 //! subscribe each to one topic, hold them, then verify that every one is alive: one extra
 //! session publishes a broadcast (acknowledged) that each must receive, and calls the
-//! router's `wamp.session.count` where it has one. Reports the connection rate, connect
-//! latency, failures by cause and this process's RSS. What it does not do: no traffic
+//! router's `wamp.session.count` where it has one. With `call_every`, one more session
+//! registers [`SAMPLE_PROCEDURE`] and every `call_every`-th session calls it once it got the
+//! broadcast (a sample of RPCs through the loaded router). Reports the connection rate,
+//! connect latency, failures by cause and this process's RSS. What it does not do: no traffic
 //! during the hold (idle sessions are the point), no reconnection of failed sessions.
 
 use std::cell::RefCell;
@@ -21,6 +23,9 @@ use crate::sys::now_ns;
 /// The topic the broadcast goes to.
 pub const BROADCAST_TOPIC: &str = "com.switchyard.load.broadcast";
 
+/// The procedure the sampled sessions call.
+pub const SAMPLE_PROCEDURE: &str = "com.switchyard.load.sample";
+
 /// Options of the `connect` scenario.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -33,6 +38,25 @@ pub struct Config {
     pub subscribe: bool,
     /// Seconds one connection attempt may take.
     pub connect_timeout_secs: f64,
+    /// Every `call_every`-th session calls [`SAMPLE_PROCEDURE`] after the broadcast
+    /// (0 = no calls).
+    #[serde(default)]
+    pub call_every: u64,
+}
+
+impl Config {
+    /// How many sessions call [`SAMPLE_PROCEDURE`]: sessions 0, `call_every`, ….
+    pub fn sampled(&self) -> u64 {
+        if self.call_every == 0 {
+            0
+        } else {
+            self.sessions.div_ceil(self.call_every)
+        }
+    }
+
+    fn samples(&self, i: u64) -> bool {
+        self.call_every > 0 && i % self.call_every == 0
+    }
 }
 
 /// Runs one shard's sessions; shard 0 also runs the broadcaster.
@@ -49,6 +73,14 @@ pub async fn run_shard(shard: Shard, c: Config) -> Stats {
         let (shard, c, stats) = (shard.clone(), c.clone(), stats.clone());
         tasks.push(glommio::spawn_local(async move {
             broadcaster(&shard, &c, &stats).await
+        }));
+    }
+    // The callee lives on the last shard, so that with several processes (of the load
+    // generator and, by hashing, of the router) the sampled calls cross between them.
+    if c.call_every > 0 && shard.index + 1 == shard.count {
+        let (shard, c, stats) = (shard.clone(), c.clone(), stats.clone());
+        tasks.push(glommio::spawn_local(async move {
+            sample_callee(&shard, &c, &stats).await
         }));
     }
     let t = shard.plan.timeline();
@@ -104,6 +136,9 @@ async fn session(shard: &Shard, c: &Config, i: u64, stats: &RefCell<Stats>) {
             Ok(Some(Message::Event(_))) => {
                 got = true;
                 shard.progress.received.fetch_add(1, Ordering::Relaxed);
+                if c.samples(i) {
+                    sample_call(&mut s, t.drain_end, stats).await;
+                }
             }
             Ok(Some(_)) => {}
             Ok(None) => break,
@@ -158,6 +193,54 @@ async fn broadcaster(shard: &Shard, c: &Config, stats: &RefCell<Stats>) {
             .and_then(|a| first_uint(shard.target.serializer, a))
         {
             stats.borrow_mut().add("router_session_count", n);
+        }
+    }
+}
+
+/// One sampled call, bounded by `deadline`; counts `sample_calls_ok` or a failure.
+async fn sample_call(s: &mut Session, deadline: u64, stats: &RefCell<Stats>) {
+    let call = s.call(SAMPLE_PROCEDURE, Payload::empty());
+    let r = futures_lite::future::or(async { Some(call.await) }, async {
+        sleep_until(deadline).await;
+        None
+    })
+    .await;
+    match r {
+        Some(Ok(_)) => stats.borrow_mut().add("sample_calls_ok", 1),
+        Some(Err(e)) => stats
+            .borrow_mut()
+            .fail(&format!("sample-call:{}", e.cause())),
+        None => stats.borrow_mut().fail("sample-call:timeout"),
+    }
+}
+
+/// The session that registers [`SAMPLE_PROCEDURE`] and answers it until the drain ends.
+async fn sample_callee(shard: &Shard, c: &Config, stats: &RefCell<Stats>) {
+    let t = shard.plan.timeline();
+    let i = c.sessions + 1;
+    let mut s = match Session::connect(&shard.target, Some(shard.source(i)), shard.seed(i)).await {
+        Ok(s) => s,
+        Err(e) => return fail(shard, stats, &format!("sample-callee:{}", e.cause())),
+    };
+    if let Err(e) = s.register(SAMPLE_PROCEDURE).await {
+        return fail(shard, stats, &format!("sample-callee:{}", e.cause()));
+    }
+    loop {
+        match s.recv_until(t.drain_end).await {
+            Ok(Some(Message::Invocation(inv))) => {
+                let sent = s.queue_yield(inv.request, Payload::empty());
+                let flushed = match sent {
+                    Ok(()) => s.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = flushed {
+                    return fail(shard, stats, &format!("sample-callee:{}", e.cause()));
+                }
+                stats.borrow_mut().add("sample_invocations", 1);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => return fail(shard, stats, &format!("sample-callee:{}", e.cause())),
         }
     }
 }

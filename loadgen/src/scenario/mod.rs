@@ -85,7 +85,7 @@ impl Scenario {
     /// Connections this scenario opens in total (for limits and worker counts).
     pub fn connections(&self) -> u64 {
         match self {
-            Self::Connect(c) => c.sessions + 1,
+            Self::Connect(c) => c.sessions + 1 + u64::from(c.call_every > 0),
             Self::PubSub(c) => c.publishers + c.subscribers,
             Self::Rpc(c) => c.callers + c.callees,
         }
