@@ -1,8 +1,11 @@
 //! The operating-system limits a run needs: open files per process (`ulimit -n`, bounded
-//! by `fs.nr_open`), the ephemeral port range (`net.ipv4.ip_local_port_range`) and the
-//! connection-tracking table (`net.netfilter.nf_conntrack_max`). It raises what it may and
-//! otherwise names exactly the limit that stops the run. What it does not do: no change
-//! outside this process except the two sysctls, and only upward.
+//! by `fs.nr_open`), open files on the machine (`fs.file-max`: the router's end of every
+//! loopback connection is here too), the ephemeral port range
+//! (`net.ipv4.ip_local_port_range`, which must not hand out the router's port unless
+//! `net.ipv4.ip_local_reserved_ports` keeps it) and the connection-tracking table
+//! (`net.netfilter.nf_conntrack_max`). It raises what it may and otherwise names exactly
+//! the limit that stops the run. What it does not do: no change outside this process
+//! except `nf_conntrack_max`, and only upward (`scripts/test.sh` sets the others).
 
 use std::fs;
 
@@ -21,6 +24,12 @@ pub struct Limits {
     pub ports: u64,
     /// `nf_conntrack_max`, when connection tracking is loaded.
     pub conntrack_max: Option<u64>,
+    /// `fs.file-max`.
+    pub file_max: Option<u64>,
+    /// `ip_local_port_range` as (low, high).
+    pub port_range: (u16, u16),
+    /// `ip_local_reserved_ports`, as written (`8080,9000-9010`).
+    pub reserved_ports: String,
     /// What was raised, as sentences for the report.
     pub notes: Vec<String>,
 }
@@ -29,14 +38,21 @@ pub struct Limits {
 pub fn probe() -> Limits {
     let mut notes = Vec::new();
     let nofile = raise_nofile(&mut notes);
-    let ports = read("/proc/sys/net/ipv4/ip_local_port_range")
+    let port_range = read("/proc/sys/net/ipv4/ip_local_port_range")
         .and_then(|s| {
-            let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
             Some((it.next()??, it.next()??))
         })
-        .map_or(28_232, |(lo, hi)| hi.saturating_sub(lo) + 1);
+        .unwrap_or((32_768, 60_999));
+    let ports = u64::from(port_range.1.saturating_sub(port_range.0)) + 1;
     Limits {
         nofile,
+        file_max: read("/proc/sys/fs/file-max").and_then(|s| s.trim().parse().ok()),
+        port_range,
+        reserved_ports: read("/proc/sys/net/ipv4/ip_local_reserved_ports")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
         nr_open: read("/proc/sys/fs/nr_open").and_then(|s| s.trim().parse().ok()),
         ports,
         conntrack_max: read("/proc/sys/net/netfilter/nf_conntrack_max")
@@ -119,6 +135,51 @@ pub fn fit(l: &Limits, connections: u64, max_workers: usize) -> Fit {
     }
 }
 
+/// Whether `port` is in a `ip_local_reserved_ports` list such as `8080,9000-9010`.
+pub fn port_reserved(list: &str, port: u16) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|r| match r.split_once('-') {
+            Some((a, b)) => match (a.parse::<u16>(), b.parse::<u16>()) {
+                (Ok(a), Ok(b)) => (a..=b).contains(&port),
+                _ => false,
+            },
+            None => r.parse() == Ok(port),
+        })
+}
+
+/// The machine-wide limits that stop `connections` loopback connections to a router on
+/// `router_port` of this machine, one sentence each naming the sysctl and the fix.
+pub fn system_blockers(l: &Limits, connections: u64, router_port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    // Both ends of each connection are files on this machine, plus a margin for
+    // everything else running.
+    let files = 2 * connections + 65_536;
+    if let Some(max) = l.file_max {
+        if max < files {
+            out.push(format!(
+                "fs.file-max is {max}, below the {files} open files both ends of {connections} connections need (raise it: sysctl -w fs.file-max={files})"
+            ));
+        }
+    }
+    if let Some(nr) = l.nr_open {
+        if nr < l.nofile {
+            out.push(format!(
+                "fs.nr_open is {nr}, below ulimit -n {} (raise it: sysctl -w fs.nr_open=1048576)",
+                l.nofile
+            ));
+        }
+    }
+    let (lo, hi) = l.port_range;
+    if (lo..=hi).contains(&router_port) && !port_reserved(&l.reserved_ports, router_port) {
+        out.push(format!(
+            "net.ipv4.ip_local_port_range {lo}-{hi} includes the router's port {router_port} and net.ipv4.ip_local_reserved_ports ({:?}) does not reserve it (sysctl -w net.ipv4.ip_local_reserved_ports={router_port})",
+            l.reserved_ports
+        ));
+    }
+    out
+}
+
 /// Tries to raise `nf_conntrack_max` to at least `want`; returns a note on success.
 pub fn raise_conntrack(l: &mut Limits, want: u64) -> Option<String> {
     let max = l.conntrack_max?;
@@ -143,6 +204,9 @@ mod tests {
             nr_open: Some(1 << 20),
             ports: 28_232,
             conntrack_max: conntrack,
+            file_max: Some(2_000_000),
+            port_range: (32_768, 60_999),
+            reserved_ports: String::new(),
             notes: vec![],
         }
     }
@@ -160,6 +224,41 @@ mod tests {
             .starts_with("net.netfilter.nf_conntrack_max is 100000"));
         let f = fit(&limits(1024, None), 180_000, 8);
         assert!(f.blocker.unwrap().starts_with("ulimit -n is 1024"));
+    }
+
+    #[test]
+    fn machine_limits_name_the_sysctl() {
+        assert!(system_blockers(&limits(20_000, None), 180_000, 8080).is_empty());
+        let mut l = limits(20_000, None);
+        l.file_max = Some(100_000);
+        let b = system_blockers(&l, 180_000, 8080);
+        assert_eq!(b.len(), 1);
+        assert!(b[0].starts_with("fs.file-max is 100000"), "{b:?}");
+        let mut l = limits(20_000, None);
+        l.port_range = (1024, 65_000);
+        let b = system_blockers(&l, 10, 8080);
+        assert!(
+            b[0].starts_with("net.ipv4.ip_local_port_range 1024-65000"),
+            "{b:?}"
+        );
+        l.reserved_ports = "22,8000-8100".into();
+        assert!(system_blockers(&l, 10, 8080).is_empty());
+        let mut l = limits(20_000, None);
+        l.nr_open = Some(10_000);
+        assert!(system_blockers(&l, 10, 8080)[0].starts_with("fs.nr_open is 10000"));
+    }
+
+    #[test]
+    fn reserved_port_lists() {
+        let check = |list: &str, port: u16, want: bool| {
+            assert_eq!(port_reserved(list, port), want, "{list:?} {port}");
+        };
+        check("", 8080, false);
+        check("8080", 8080, true);
+        check("22,8080", 8080, true);
+        check("8000-8100", 8080, true);
+        check("8000-8079,8081", 8080, false);
+        check("junk", 8080, false);
     }
 
     #[test]

@@ -288,20 +288,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             // messages of a large broadcast and the sampled calls need time to arrive.
             common.cores = 1;
             common.drain = common.drain.max(5.0 + sessions as f64 / 10_000.0);
-            let target = Common {
-                url: common.url.clone(),
-                realm: common.realm.clone(),
-                serializer: common.serializer.clone(),
-                cores: 1,
-                cpus: vec![],
-                setup_secs: 0.0,
-                warmup_secs: 0.0,
-                duration_secs: 0.0,
-                drain_secs: 0.0,
-                sources: 1,
-                seed: 0,
-            }
-            .target()?;
+            let target = target_of(&common)?;
             let json = common.json.clone();
             let verdict = capacity::run(&cfg, target.addr, |pid| {
                 run(common.clone(), scenario.clone(), Some(pid))
@@ -322,6 +309,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     run(args, scenario, None).map(|_| ())
 }
 
+/// The router address, realm and serializer the options name.
+fn target_of(args: &CommonArgs) -> anyhow::Result<switchyard_loadgen::target::Target> {
+    Common {
+        url: args.url.clone(),
+        realm: args.realm.clone(),
+        serializer: args.serializer.clone(),
+        cores: 1,
+        cpus: vec![],
+        setup_secs: 0.0,
+        warmup_secs: 0.0,
+        duration_secs: 0.0,
+        drain_secs: 0.0,
+        sources: 1,
+        seed: 0,
+    }
+    .target()
+}
+
 /// Runs one scenario to its report; returns whether it had no failures.
 fn run(
     args: CommonArgs,
@@ -339,6 +344,10 @@ fn run(
         eprintln!("limits: {n}");
     }
     if let Some(b) = &fit.blocker {
+        anyhow::bail!("cannot run: {b}");
+    }
+    let port = target_of(&args)?.addr.port();
+    if let Some(b) = limits::system_blockers(&lim, conns, port).first() {
         anyhow::bail!("cannot run: {b}");
     }
     let setup = args.setup.unwrap_or(match &scenario {

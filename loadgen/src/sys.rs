@@ -1,6 +1,6 @@
 //! The few operating-system calls the standard library and glommio do not offer: the
 //! system-wide monotonic clock, bind-before-connect sockets with `IP_BIND_ADDRESS_NO_PORT`,
-//! and handing such a socket to glommio. Every `unsafe` block of the crate lives here.
+//! handing such a socket to glommio, and children that die with this process. Every `unsafe` block of the crate lives here.
 //!
 //! What it does not do: no socket options beyond those, no IPv6 source spreading.
 
@@ -47,6 +47,25 @@ pub fn connect_from(
     // SAFETY: `fd` was just released by `into_raw_fd`, so it is an open TCP socket that
     // nothing else owns; the glommio stream takes over closing it.
     Ok(unsafe { glommio::net::TcpStream::from_raw_fd(fd) })
+}
+
+/// Makes the process `cmd` starts receive `signal` when the thread that spawns it ends
+/// (`PR_SET_PDEATHSIG`; spawn from the main thread, which lives as long as the process), so
+/// that a load generator killed by a time limit leaves no router or worker behind. The
+/// setting survives `exec`.
+pub fn die_with_parent(cmd: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe, allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
@@ -119,6 +138,25 @@ mod tests {
         assert_eq!(source_count(1, 28_232), 1);
         assert_eq!(source_count(180_000, 28_232), 9);
         assert_eq!(source_count(0, 0), 1);
+    }
+
+    #[test]
+    fn children_learn_of_our_death() {
+        // A child spawned by a thread that ends at once: with the setting the kernel
+        // kills it then; without it, sleep would exit normally after 30 s.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30");
+            die_with_parent(&mut cmd, libc::SIGKILL);
+            let child = cmd.spawn().unwrap();
+            tx.send(child).unwrap();
+        });
+        t.join().unwrap();
+        let mut child = rx.recv().unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
 
     #[test]

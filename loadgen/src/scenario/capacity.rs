@@ -188,6 +188,28 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    /// SIGKILLs every process still in the cgroup (a router's worker that outlived its
+    /// controller): all of them descend from the router this tool started, and the cgroup
+    /// cannot be removed while any remains.
+    fn kill_leftovers(&self) {
+        for _ in 0..50 {
+            let procs = fs::read_to_string(self.dir().join("cgroup.procs")).unwrap_or_default();
+            let pids: Vec<libc::pid_t> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions; the pid is a process
+                // in the cgroup this tool created for the router it started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn usage(&self) -> u64 {
         match self {
             Self::V1(_) => self.read("memory.usage_in_bytes"),
@@ -241,12 +263,15 @@ pub fn run(
     // directory and serves its embedded default, and its pid file lands there.
     let workdir = std::env::temp_dir().join(format!("switchyard-load-{}", std::process::id()));
     fs::create_dir_all(&workdir)?;
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(&script)
         .current_dir(&workdir)
-        .env_remove("CROSSBAR_DIR")
-        .spawn()?;
+        .env_remove("CROSSBAR_DIR");
+    // Killed by a time limit, the load generator still stops the router: SIGTERM, which
+    // Switchyard's controller passes on to its workers.
+    crate::sys::die_with_parent(&mut cmd, libc::SIGTERM);
+    let mut child = cmd.spawn()?;
     let pid = child.id();
     let tree_rss = move || -> u64 {
         super::connect::process_tree(pid)
@@ -282,6 +307,7 @@ pub fn run(
     stop(&mut child);
     let peak = cg.peak();
     let hits = cg.limit_hits();
+    cg.kill_leftovers();
     let _ = fs::remove_dir(cg.dir());
     let _ = fs::remove_dir_all(&workdir);
     let (report, alive) = result?;

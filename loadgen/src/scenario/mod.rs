@@ -247,7 +247,14 @@ pub fn run_local(plan: &Plan, progress: Arc<Progress>) -> anyhow::Result<Stats> 
     };
     let next = Arc::new(AtomicUsize::new(0));
     let plan2 = plan.clone();
-    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, cpus))
+    // Several processes without a CPU list would each pin their executors to the same
+    // first CPUs of the topology; unpinned, the kernel spreads them.
+    let placement = if cpus.is_none() && plan.workers > 1 {
+        PoolPlacement::Unbound(cores)
+    } else {
+        PoolPlacement::MaxSpread(cores, cpus)
+    };
+    let handles = LocalExecutorPoolBuilder::new(placement)
         .name("switchyard-load")
         .on_all_shards(move || {
             let local = next.fetch_add(1, Ordering::SeqCst) as u64;
@@ -363,12 +370,13 @@ fn run_workers(
     for w in 0..plan.workers {
         let mut p = plan.clone();
         p.worker = w;
-        let child = Command::new(&exe)
-            .arg("worker")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("worker")
             .arg(serde_json::to_string(&p)?)
             .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()?;
+            .stdin(Stdio::null());
+        crate::sys::die_with_parent(&mut cmd, libc::SIGKILL);
+        let child = cmd.spawn()?;
         children.push(child);
     }
     let mut readers = Vec::new();
