@@ -403,3 +403,48 @@ fn unix_endpoints_and_testee() {
     assert!(testee.testee);
     assert_eq!(testee.conn.max_message_size, 16 << 20);
 }
+
+/// Switchyard's own `max_outbound_bytes` (the slow-consumer bound per connection) in the
+/// WebSocket and RawSocket options: 16 MiB when absent, read when given, and an
+/// out-of-range value named by its path.
+#[test]
+fn max_outbound_bytes_is_read_and_bounded() {
+    let t = "workers[0].transports[0]";
+    let universal = |ws: Value, raw: Value| {
+        with_transports(json!([{
+            "type": "universal",
+            "endpoint": tcp(1),
+            "rawsocket": {"options": raw},
+            "websocket": {"ws": {"type": "websocket", "options": ws}}
+        }]))
+    };
+    let limits = |config: &Value| {
+        let checked = check_value(config);
+        let node = checked.config.expect("a valid configuration");
+        let transport = &node.transports[0];
+        let WebSocketRoutes::Paths(paths) = &transport.websocket else {
+            panic!("websocket paths expected")
+        };
+        let raw = transport.rawsocket.as_ref().expect("rawsocket service");
+        (paths[0].1.max_outbound_bytes, raw.max_outbound_bytes)
+    };
+    assert_eq!(
+        limits(&universal(json!({}), json!({}))),
+        (16 << 20, 16 << 20)
+    );
+    let set = universal(
+        json!({"max_outbound_bytes": 1 << 20}),
+        json!({"max_outbound_bytes": 65536}),
+    );
+    assert_eq!(limits(&set), (1 << 20, 65536));
+    check(
+        universal(
+            json!({"max_outbound_bytes": 1000}),
+            json!({"max_outbound_bytes": 2_000_000_000u64}),
+        ),
+        &[
+            &format!("{t}.rawsocket.options.max_outbound_bytes: 2000000000 is out of range (must be from 65536 to 1073741824)"),
+            &format!("{t}.websocket.ws.options.max_outbound_bytes: 1000 is out of range (must be from 65536 to 1073741824)"),
+        ],
+    );
+}

@@ -14,7 +14,9 @@
 //! `transports` of type `websocket`, `rawsocket`, `universal`, `web` (only `websocket` path
 //! services) and `websocket.testee`, on `tcp` or `unix` endpoints, with anonymous
 //! authentication. The router worker's `options` also take Switchyard's own `cores` (threads,
-//! one shard each, per worker process) and `workers` (router worker processes).
+//! one shard each, per worker process) and `workers` (router worker processes), and the
+//! WebSocket and RawSocket `options` take Switchyard's own `max_outbound_bytes` (the
+//! slow-consumer bound per connection, [`DEFAULT_MAX_OUTBOUND_BYTES`] when absent).
 //!
 //! What it does not do: read files other than the one it is given, resolve host names, or
 //! bind anything. The server turns a [`NodeConfig`] into listeners and shards.
@@ -36,6 +38,10 @@ use crate::ws::deflate::DeflateConfig;
 /// The embedded configuration used when the node directory has none: realm `realm1`, role
 /// `anonymous` allowed everything, WebSocket (path `/ws`) and RawSocket on 127.0.0.1:8080.
 pub const DEFAULT_JSON: &str = include_str!("default.json");
+
+/// The outbound bytes one connection may have queued (`max_outbound_bytes`) when its
+/// transport's options set none: past it the connection is dropped as a slow consumer.
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 16 << 20;
 
 /// A checked node configuration, ready for the server.
 #[derive(Clone, Debug)]
@@ -145,6 +151,9 @@ pub struct WebSocketService {
     pub opening_timeout: Duration,
     /// permessage-deflate, if enabled.
     pub deflate: Option<DeflateConfig>,
+    /// The outbound bytes a connection may have queued before it is dropped as a slow
+    /// consumer (Switchyard's own `options.max_outbound_bytes`).
+    pub max_outbound_bytes: usize,
     /// Authentication.
     pub auth: AuthConfig,
 }
@@ -156,6 +165,9 @@ pub struct RawSocketService {
     pub serializers: Vec<Serializer>,
     /// The largest message received.
     pub max_message_size: usize,
+    /// The outbound bytes a connection may have queued before it is dropped as a slow
+    /// consumer (Switchyard's own `options.max_outbound_bytes`).
+    pub max_outbound_bytes: usize,
     /// Authentication.
     pub auth: AuthConfig,
 }

@@ -20,7 +20,7 @@ use super::walk::{none_known, Field, Leftover, Obj, Walk, NOT_SUPPORTED};
 use super::{
     interface_addr, AuthConfig, Checked, Endpoint, NodeConfig, ProblemKind, RawSocketService,
     TcpEndpoint, TlsConfig, Transport, TransportKind, UnixEndpoint, WebSocketRoutes,
-    WebSocketService,
+    WebSocketService, DEFAULT_MAX_OUTBOUND_BYTES,
 };
 use crate::ws::conn::Config as WsConnConfig;
 use crate::ws::deflate::DeflateConfig;
@@ -35,6 +35,10 @@ const DEFAULT_BACKLOG: u32 = 1024;
 const RAWSOCKET_MAX: usize = 16 << 20;
 /// The smallest message size RawSocket can announce.
 const RAWSOCKET_MIN: usize = 512;
+/// The bounds of `max_outbound_bytes`: below 64 KiB ordinary bursts would drop healthy
+/// connections, and above 1 GiB one connection could hold most of a node's memory.
+const MIN_OUTBOUND_BYTES: u64 = 64 << 10;
+const MAX_OUTBOUND_BYTES: u64 = 1 << 30;
 
 /// Walks a whole node configuration.
 pub(super) fn node(root: &Value) -> Checked {
@@ -616,6 +620,7 @@ fn ws_service(w: &mut Walk, obj: &mut Obj<'_>, testee: bool) -> WebSocketService
         conn: WsConnConfig::default(),
         opening_timeout: DEFAULT_OPENING_TIMEOUT,
         deflate: None,
+        max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
         auth: AuthConfig::default(),
     };
     if !testee {
@@ -634,6 +639,11 @@ fn ws_service(w: &mut Walk, obj: &mut Obj<'_>, testee: bool) -> WebSocketService
 
 fn ws_options(w: &mut Walk, field: Field<'_>, service: &mut WebSocketService) {
     let Some(mut obj) = w.obj(field) else { return };
+    if let Some((p, v)) = obj.take("max_outbound_bytes") {
+        if let Some(n) = w.int(Field::new(v, &p), MIN_OUTBOUND_BYTES, MAX_OUTBOUND_BYTES) {
+            service.max_outbound_bytes = n as usize;
+        }
+    }
     if let Some((p, v)) = obj.take("max_message_size") {
         if let Some(n) = w.int(Field::new(v, &p), 1, MAX_MESSAGE_SIZE) {
             service.conn.max_message_size = n as usize;
@@ -779,6 +789,7 @@ fn raw_service(w: &mut Walk, obj: &mut Obj<'_>) -> RawSocketService {
     let mut service = RawSocketService {
         serializers: vec![Serializer::Json, Serializer::MsgPack],
         max_message_size: RAWSOCKET_MAX,
+        max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
         auth: AuthConfig::default(),
     };
     if let Some((p, v)) = obj.take("serializers") {
@@ -801,6 +812,12 @@ fn raw_service(w: &mut Walk, obj: &mut Obj<'_>) -> RawSocketService {
         if let Some(mut options) = w.obj(Field::new(v, &p)) {
             if let Some((op, ov)) = options.take("max_message_size") {
                 size(w, &op, ov);
+            }
+            if let Some((op, ov)) = options.take("max_outbound_bytes") {
+                if let Some(n) = w.int(Field::new(ov, &op), MIN_OUTBOUND_BYTES, MAX_OUTBOUND_BYTES)
+                {
+                    service.max_outbound_bytes = n as usize;
+                }
             }
             options.finish(w, none_known);
         }

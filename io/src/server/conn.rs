@@ -56,6 +56,8 @@ struct Opened {
     deflate: bool,
     /// RawSocket: the largest message the peer receives.
     peer_max: usize,
+    /// The service's slow-consumer bound on queued outbound bytes.
+    max_outbound: usize,
 }
 
 /// Serves one accepted connection to its end.
@@ -88,6 +90,7 @@ async fn serve_inner(
         serializer,
         deflate,
         peer_max,
+        max_outbound,
     }) = opened?
     else {
         return linger(stream).await;
@@ -99,7 +102,7 @@ async fn serve_inner(
     };
     let (id, shared) = {
         let mut c = core.borrow_mut();
-        let (id, shared) = c.open(serializer, framing);
+        let (id, shared) = c.open(serializer, framing, max_outbound);
         let now = c.now();
         let info = TransportInfo {
             kind: kind.to_owned(),
@@ -424,6 +427,7 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
                     serializer,
                     deflate: compresses,
                     peer_max: 0,
+                    max_outbound: service.max_outbound_bytes,
                 }));
             }
         }
@@ -494,6 +498,7 @@ async fn open_raw(
                     serializer,
                     deflate: false,
                     peer_max: peer_max_message_size,
+                    max_outbound: service.max_outbound_bytes,
                 }));
             }
             Some(rawsocket::Event::Failed(e)) => {

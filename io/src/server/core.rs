@@ -6,11 +6,12 @@
 //! timer task; after each input, [`Core::dispatch`] drains `poll_output`. It does not read
 //! or write sockets: the drivers do, woken through each connection's [`ConnShared`].
 //!
-//! Slow-consumer policy: each connection's queued outbound bytes are bounded by
-//! [`OUTBOUND_LIMIT`]. A connection past it is disconnected (its queue dropped, a warning
-//! logged naming the session's connection and the bytes queued, and the driver told to
-//! abandon any write in progress and close the socket at once): memory stays bounded, the
-//! session leaves, and the other sessions are not held back by it.
+//! Slow-consumer policy: each connection's queued outbound bytes are bounded by its
+//! service's `max_outbound_bytes` (16 MiB unless configured). A connection past it is
+//! disconnected (its queue dropped, a warning logged naming the connection, the bytes queued
+//! and the limit, and the driver told to abandon any write in progress and close the socket
+//! at once): memory stays bounded, the session leaves, and the other sessions are not held
+//! back by it.
 //!
 //! Stalled-core policy: the messages waiting for room in the link toward another core are
 //! bounded by [`BACKLOG_LIMIT`] bytes. A core that stops draining its link for that long
@@ -36,8 +37,6 @@ use super::link::RemoteLink;
 use crate::rawsocket::{self, FrameType};
 use crate::ws::frame::{self, OpCode};
 
-/// The most outbound bytes one connection may have queued before it is disconnected.
-pub(super) const OUTBOUND_LIMIT: usize = 16 << 20;
 /// Messages a link holds in flight between two cores; past it the sender keeps them in
 /// order in its local backlog until the receiver catches up.
 pub(super) const LINK_CAPACITY: usize = 4096;
@@ -85,6 +84,8 @@ pub(super) struct ConnShared {
     pub(super) serializer: Serializer,
     /// How fan-outs may be pre-framed for this connection.
     framing: Framing,
+    /// The most bytes `queue` may hold (the slow-consumer bound).
+    max_outbound: usize,
     /// Messages and frames waiting to be written.
     queue: RefCell<VecDeque<Out>>,
     /// The bytes in `queue`.
@@ -104,10 +105,11 @@ pub(super) struct ConnShared {
 }
 
 impl ConnShared {
-    pub(super) fn new(serializer: Serializer, framing: Framing) -> Self {
+    pub(super) fn new(serializer: Serializer, framing: Framing, max_outbound: usize) -> Self {
         Self {
             serializer,
             framing,
+            max_outbound,
             queue: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
             close: Cell::new(false),
@@ -148,11 +150,12 @@ impl ConnShared {
             return;
         }
         let queued = self.queued.get() + item.len();
-        if queued > OUTBOUND_LIMIT {
+        if queued > self.max_outbound {
             tracing::warn!(
                 conn = conn.0,
                 queued,
-                "slow consumer: outbound queue over {OUTBOUND_LIMIT} bytes, disconnecting"
+                limit = self.max_outbound,
+                "slow consumer: outbound queue over its limit, disconnecting"
             );
             self.queue.borrow_mut().clear();
             self.queued.set(0);
@@ -364,10 +367,11 @@ impl Core {
         &mut self,
         serializer: Serializer,
         framing: Framing,
+        max_outbound: usize,
     ) -> (ConnId, Rc<ConnShared>) {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let shared = Rc::new(ConnShared::new(serializer, framing));
+        let shared = Rc::new(ConnShared::new(serializer, framing, max_outbound));
         self.conns.insert(id, Rc::clone(&shared));
         (id, shared)
     }
