@@ -200,6 +200,7 @@ async fn run(
             }
         };
         unless_dropped(shared, write).await?;
+        shared.written();
         if done || close.is_some() {
             return Ok(());
         }

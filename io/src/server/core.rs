@@ -6,8 +6,9 @@
 //! timer task; after each input, [`Core::dispatch`] drains `poll_output`. It does not read
 //! or write sockets: the drivers do, woken through each connection's [`ConnShared`].
 //!
-//! Slow-consumer policy: each connection's queued outbound bytes are bounded by its
-//! service's `max_outbound_bytes` (16 MiB unless configured). A connection past it is
+//! Slow-consumer policy: each connection's outbound bytes not yet handed to the kernel
+//! (queued, plus the batch its driver is writing) are bounded by its service's
+//! `max_outbound_bytes` (16 MiB unless configured). A connection past it is
 //! disconnected (its queue dropped, a warning logged naming the connection, the bytes queued
 //! and the limit, and the driver told to abandon any write in progress and close the socket
 //! at once): memory stays bounded, the session leaves, and the other sessions are not held
@@ -90,6 +91,9 @@ pub(super) struct ConnShared {
     queue: RefCell<VecDeque<Out>>,
     /// The bytes in `queue`.
     queued: Cell<usize>,
+    /// The bytes the driver took from `queue` and has not finished writing: they count
+    /// toward the bound too, so a peer that stops reading holds at most the bound.
+    in_flight: Cell<usize>,
     /// Close after writing what is queued.
     close: Cell<bool>,
     /// The slow-consumer policy dropped this connection: the driver abandons even a write
@@ -112,6 +116,7 @@ impl ConnShared {
             max_outbound,
             queue: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
+            in_flight: Cell::new(0),
             close: Cell::new(false),
             dropped: Cell::new(false),
             close_code: Cell::new(1000),
@@ -122,12 +127,17 @@ impl ConnShared {
 
     /// Whether the driver has something to do.
     pub(super) fn has_work(&self) -> bool {
-        self.queued.get() > 0 || !self.queue.borrow().is_empty() || self.close.get()
+        !self.queue.borrow().is_empty() || self.close.get()
     }
 
     /// Whether the slow-consumer policy dropped the connection.
     pub(super) fn is_dropped(&self) -> bool {
         self.dropped.get()
+    }
+
+    /// The driver finished writing everything it took.
+    pub(super) fn written(&self) {
+        self.in_flight.set(0);
     }
 
     /// Remembers the driver's waker.
@@ -138,7 +148,8 @@ impl ConnShared {
     /// Takes every queued item, and the WebSocket close code if the connection must close
     /// after them.
     pub(super) fn take(&self) -> (VecDeque<Out>, Option<u16>) {
-        self.queued.set(0);
+        self.in_flight
+            .set(self.in_flight.get() + self.queued.replace(0));
         (
             std::mem::take(&mut *self.queue.borrow_mut()),
             self.close.get().then(|| self.close_code.get()),
@@ -150,10 +161,11 @@ impl ConnShared {
             return;
         }
         let queued = self.queued.get() + item.len();
-        if queued > self.max_outbound {
+        if queued + self.in_flight.get() > self.max_outbound {
             tracing::warn!(
                 conn = conn.0,
                 queued,
+                in_flight = self.in_flight.get(),
                 limit = self.max_outbound,
                 "slow consumer: outbound queue over its limit, disconnecting"
             );
@@ -557,5 +569,28 @@ mod tests {
         let order: Vec<u8> = rx.drain().map(|b| b[0]).collect();
         let rest: Vec<u8> = link.backlog.borrow().iter().map(|b| b[0]).collect();
         assert_eq!((order, rest), (vec![0, 1], vec![2, 3, 4]));
+    }
+
+    /// The slow-consumer bound counts what the driver took and has not written yet: with
+    /// a 10-byte bound, 4 bytes in flight leave room for 6 more; the 7th drops the
+    /// connection, and after that nothing is queued.
+    #[test]
+    fn the_outbound_bound_counts_bytes_in_flight() {
+        let c = ConnShared::new(Serializer::Json, Framing::WebSocket, 10);
+        let msg = |n: usize| Out::Message(Bytes::from(vec![0u8; n]));
+        c.push(ConnId(1), msg(4));
+        let (taken, close) = c.take();
+        assert_eq!((taken.len(), close), (1, None));
+        c.push(ConnId(1), msg(6));
+        assert!(!c.is_dropped());
+        c.written();
+        c.push(ConnId(1), msg(4));
+        assert!(!c.is_dropped(), "written bytes no longer count");
+        let _ = c.take();
+        c.push(ConnId(1), msg(7));
+        assert!(c.is_dropped());
+        c.push(ConnId(1), msg(1));
+        let (taken, close) = c.take();
+        assert_eq!((taken.len(), close), (0, Some(1000)));
     }
 }
