@@ -98,6 +98,15 @@ fn shard_death() {
     sweep("shard_death", 1000);
 }
 
+/// Two shards dying and rejoining at once: opt-in (`SIM_REJOIN=<seeds>`) until the
+/// membership protocol passes it (see `SIM.md`, "Findings").
+#[test]
+fn rejoin() {
+    if let Some(seeds) = env_u64("SIM_REJOIN") {
+        sweep("rejoin", seeds);
+    }
+}
+
 #[test]
 fn meta() {
     sweep("meta", 1000);

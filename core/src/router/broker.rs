@@ -492,6 +492,9 @@ impl Shard {
                 true
             }
         };
+        if created {
+            self.sub_created.insert(id, self.now);
+        }
         if created && requester == self.index {
             self.meta_on_create(realm, id, uri, policy);
         }
@@ -669,6 +672,7 @@ impl Shard {
             let id = i.id;
             b.interest.remove(uri, policy);
             b.by_id.remove(&id);
+            self.sub_created.remove(&id);
             if self.owner(realm, uri, policy) == self.index {
                 self.meta_on_delete(realm, id);
             }

@@ -235,6 +235,12 @@ impl Shard {
     }
 
     pub(super) fn register_rejected(&mut self, token: u64, error: &str) {
+        // A request re-sent after a shard died (or handed back by a joiner that gave up)
+        // may be decided twice; the second decision's rejection follows the first one's
+        // RegisterAdd on the owner's link and is not news.
+        if matches!(self.pending.get(&token), Some(Pending::Register(p)) if p.wait.id.is_some()) {
+            return;
+        }
         let Some(Pending::Register(p)) = self.pending.remove(&token) else {
             return;
         };

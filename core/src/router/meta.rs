@@ -11,9 +11,14 @@
 //! `wamp.subscription.get_events` reads the event history every shard keeps for the topics
 //! the realm configures ([`super::HistoryConfig`]), for exact subscriptions.
 //!
-//! What it does not do yet: `created` timestamps in `get` answers (the shard has no wall
-//! clock; the field is left out), `remove_subscriber`/`remove_callee`,
-//! `wamp.session.on_stats`; `on_create`/`on_delete` for subscriptions carry a null session.
+//! `created` timestamps (`wamp.session.get`, `on_join`, `wamp.subscription.get`) are the
+//! `now` of the input that created the thing, turned into wall-clock time with the base
+//! the caller gave ([`Shard::set_wall_clock`]); a subscription's is when this shard's
+//! replica first held it (within a link's latency of the owner's decision).
+//!
+//! What it does not do yet: `created` for registrations and for subscriptions a rejoined
+//! shard learnt from snapshots (left out), `wamp.session.on_stats`; `on_create`/`on_delete`
+//! for subscriptions carry a null session.
 
 use crate::id::Id;
 use crate::message::{
@@ -204,12 +209,15 @@ impl Shard {
                 None => Err("wamp.error.invalid_argument"),
             },
             "wamp.subscription.get" => match arg_id(0).and_then(|id| b.key(id).map(|k| (id, k))) {
-                Some((id, (uri, policy))) => Ok(Value::Dict(
-                    Dict::new()
-                        .with("id", id)
-                        .with("uri", uri)
-                        .with("match", policy.as_str()),
-                )),
+                Some((id, (uri, policy))) => {
+                    let mut d = Dict::new().with("id", id);
+                    if let Some(t) = self.sub_created.get(&id).and_then(|t| self.wall(*t)) {
+                        d = d.with("created", t.as_str());
+                    }
+                    Ok(Value::Dict(
+                        d.with("uri", uri).with("match", policy.as_str()),
+                    ))
+                }
                 None => Err("wamp.error.no_such_subscription"),
             },
             "wamp.registration.get" => {
@@ -448,7 +456,8 @@ impl Shard {
             MetaQuery::Session { session } => {
                 if let Some(s) = self.by_id.get(&session).and_then(|c| self.sessions.get(c)) {
                     if let Some(j) = s.joined().filter(|j| in_realm(j)) {
-                        values.push(Value::Dict(session_details(j, &s.transport)));
+                        let created = self.session_created.get(&j.id).and_then(|t| self.wall(*t));
+                        values.push(Value::Dict(session_details(j, &s.transport, created)));
                     }
                 }
             }
@@ -660,11 +669,14 @@ impl Shard {
         let Some(j) = s.joined() else {
             return;
         };
-        let (realm, details) = (j.realm, session_details(j, &s.transport));
+        self.session_created.insert(j.id, self.now);
+        let created = self.wall(self.now);
+        let (realm, details) = (j.realm, session_details(j, &s.transport, created));
         self.meta_event(realm, "wamp.session.on_join", &[Value::Dict(details)]);
     }
 
     pub(super) fn meta_on_leave(&mut self, j: &Joined) {
+        self.session_created.remove(&j.id);
         let args = [
             Value::from(j.id),
             Value::from(j.auth.authid.as_str()),
@@ -797,10 +809,14 @@ fn by_policy(entries: impl Iterator<Item = (Id, MatchPolicy)>) -> Value {
     )
 }
 
-fn session_details(j: &Joined, transport: &super::TransportInfo) -> Dict {
-    Dict::new()
-        .with("session", j.id)
-        .with("authid", j.auth.authid.as_str())
+/// A session's details as `wamp.session.get` and `on_join` give them (Crossbar's keys).
+fn session_details(j: &Joined, transport: &super::TransportInfo, created: Option<String>) -> Dict {
+    let d = Dict::new().with("session", j.id);
+    let d = match created {
+        Some(c) => d.with("created", c.as_str()),
+        None => d,
+    };
+    d.with("authid", j.auth.authid.as_str())
         .with("authrole", j.auth.authrole.as_str())
         .with("authmethod", j.auth.authmethod.as_str())
         .with("authprovider", j.auth.authprovider.as_str())
@@ -839,5 +855,49 @@ fn internal_publication(
         ppt: Default::default(),
         payload: payload(crate::codec::Serializer::Json, args, kwargs),
         transcoded: Default::default(),
+    }
+}
+
+impl Shard {
+    /// `t` as wall-clock text, if the caller gave the clock's base.
+    pub(super) fn wall(&self, t: super::Time) -> Option<String> {
+        self.wall_base.map(|b| iso8601(b.saturating_add(t.0)))
+    }
+}
+
+/// Microseconds since the Unix epoch as ISO 8601 UTC with milliseconds, the way Crossbar
+/// writes `created` (`2026-11-22T13:20:00.123Z`).
+fn iso8601(unix_micros: u64) -> String {
+    let ms = (unix_micros / 1000) % 1000;
+    let secs = unix_micros / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, for u64 days).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::iso8601;
+
+    fn check(unix_micros: u64, expect: &str) {
+        assert_eq!(iso8601(unix_micros), expect, "{unix_micros}");
+    }
+
+    #[test]
+    fn iso8601_dates() {
+        check(0, "1970-01-01T00:00:00.000Z");
+        check(951_782_400_000_000, "2000-02-29T00:00:00.000Z");
+        check(1_795_872_000_123_456, "2026-11-28T13:20:00.123Z");
+        check(4_102_444_799_999_999, "2099-12-31T23:59:59.999Z");
     }
 }

@@ -220,6 +220,32 @@ pub struct Shard {
     now: Time,
     /// Set while a rejoining shard waits for the replicated state.
     sync: Option<Box<membership::Sync>>,
+    /// The joiner this shard has sent its snapshot to and whose `Ready` it awaits.
+    serving: Option<u16>,
+    /// Joiners waiting to be served: (shard, attempt).
+    join_queue: Vec<(u16, u32)>,
+    /// Every shard that sent a `Join` (they hear of this shard's readiness).
+    joiners_seen: Vec<u16>,
+    /// Requests handed on to the joiner being served: (to, origin, hops, request), handled
+    /// again if it gives up or dies. Bounded by the other shards' request limits.
+    forwarded: Vec<(u16, u16, u8, PeerMsg)>,
+    /// Which shards were live when this shard served its current joiner (cleared per
+    /// shard as deaths are learnt): a resync about one still set waits for its death.
+    served_live: Vec<bool>,
+    /// Resync requests waiting for this shard to learn a death: (joiner, round, dead).
+    resync_deferred: Vec<(u16, u32, u16)>,
+    /// (sender, dead shard): the sender has not said it learnt the death (`Gone`), so
+    /// changes it sends naming the shard may be about its previous life and are dropped.
+    stale_from: Vec<(u16, u16)>,
+    /// (sender, dead shard): `Gone` received before this shard learnt the death.
+    early_gone: Vec<(u16, u16)>,
+    /// Wall-clock microseconds since the Unix epoch at `Time(0)`, if the caller said
+    /// ([`Shard::set_wall_clock`]): meta answers then carry `created` timestamps.
+    wall_base: Option<u64>,
+    /// When each local session joined.
+    session_created: Map<Id, Time>,
+    /// When this shard's replica first held each subscription.
+    sub_created: Map<Id, Time>,
     /// Calls of this shard's callers in flight toward each shard (by index), bounded by
     /// [`Limits::in_flight_peer_requests`] for every shard but this one.
     calls_to: Vec<usize>,
@@ -256,33 +282,7 @@ impl Shard {
     /// A shard with no sessions and the given authenticator.
     pub fn with_authenticator(config: ShardConfig, authenticator: Box<dyn Authenticator>) -> Self {
         let count = config.count.max(1);
-        let realms = config
-            .router
-            .realms
-            .iter()
-            .map(|r| RealmState {
-                broker: RealmBroker::with_history(r.history.iter().map(|h| {
-                    (
-                        h.topic.clone(),
-                        h.limit.min(config.router.limits.history_length),
-                    )
-                })),
-                dealer: RealmDealer::default(),
-                permissions: r
-                    .roles
-                    .iter()
-                    .map(|role| {
-                        let mut m = Matcher::new();
-                        for p in &role.permissions {
-                            // A pattern too long for the matcher cannot grant anything; the
-                            // config checker reports it, the shard just skips it.
-                            let _ = m.insert(&p.uri, p.policy, p.clone());
-                        }
-                        m
-                    })
-                    .collect(),
-            })
-            .collect();
+        let realms = Self::fresh_realms(&config.router);
         Self {
             index: config.index,
             count,
@@ -302,10 +302,58 @@ impl Shard {
             session_counter: 0,
             now: Time(0),
             sync: None,
+            serving: None,
+            join_queue: Vec::new(),
+            joiners_seen: Vec::new(),
+            forwarded: Vec::new(),
+            served_live: Vec::new(),
+            resync_deferred: Vec::new(),
+            stale_from: Vec::new(),
+            early_gone: Vec::new(),
+            wall_base: None,
+            session_created: Map::default(),
+            sub_created: Map::default(),
             calls_to: vec![0; usize::from(count)],
             scratch_shards: Vec::new(),
             scratch_subs: Vec::new(),
         }
+    }
+
+    /// Empty per-realm state for every realm of `config`.
+    fn fresh_realms(config: &RouterConfig) -> Vec<RealmState> {
+        config
+            .realms
+            .iter()
+            .map(|r| RealmState {
+                broker: RealmBroker::with_history(
+                    r.history
+                        .iter()
+                        .map(|h| (h.topic.clone(), h.limit.min(config.limits.history_length))),
+                ),
+                dealer: RealmDealer::default(),
+                permissions: r
+                    .roles
+                    .iter()
+                    .map(|role| {
+                        let mut m = Matcher::new();
+                        for p in &role.permissions {
+                            // A pattern too long for the matcher cannot grant anything; the
+                            // config checker reports it, the shard just skips it.
+                            let _ = m.insert(&p.uri, p.policy, p.clone());
+                        }
+                        m
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Tells the shard what wall-clock time `Time(0)` is (microseconds since the Unix
+    /// epoch), so that the meta API can answer `created` timestamps as Crossbar does
+    /// (ISO 8601, UTC, milliseconds). Without it `created` is left out. The shard still
+    /// reads no clock: this is arithmetic on the `now` every input carries.
+    pub fn set_wall_clock(&mut self, unix_micros_at_zero: u64) {
+        self.wall_base = Some(unix_micros_at_zero);
     }
 
     /// This shard's index.
@@ -381,19 +429,43 @@ impl Shard {
 
     /// Shard `shard` died: drop everything that belonged to it.
     pub fn handle_shard_down(&mut self, now: Time, shard: u16) {
+        self.shard_down(now, shard, true);
+    }
+
+    /// `shard` is gone: dead (`real`), or a joiner that gave up its attempt (it held
+    /// nothing, and nothing names it).
+    fn shard_down(&mut self, now: Time, shard: u16, real: bool) {
         self.now = now;
         if shard >= self.count || shard == self.index {
             return;
         }
         let slot = &mut self.live[usize::from(shard)];
-        if !*slot {
-            return;
-        }
+        let was_live = *slot;
         *slot = false;
-        self.broker_shard_down(shard);
-        self.dealer_shard_down(shard);
-        self.meta_shard_down(shard);
+        // Its own messages have all arrived (links are FIFO): nothing of it is stale.
+        self.stale_from.retain(|p| p.0 != shard);
+        self.early_gone.retain(|p| p.0 != shard);
+        if was_live && real {
+            self.broadcast(&PeerMsg::Gone { shard });
+            for o in 0..self.count {
+                if o == self.index || o == shard || !self.live[usize::from(o)] {
+                    continue;
+                }
+                if let Some(i) = self.early_gone.iter().position(|p| *p == (o, shard)) {
+                    self.early_gone.remove(i);
+                } else if !self.stale_from.contains(&(o, shard)) {
+                    self.stale_from.push((o, shard));
+                }
+            }
+        }
+        if was_live {
+            self.broker_shard_down(shard);
+            self.dealer_shard_down(shard);
+            self.meta_shard_down(shard);
+        }
+        self.membership_down(shard, was_live);
         self.snapshot_arrived(shard);
+        self.serve_next();
         self.drain_loopback();
     }
 
@@ -468,10 +540,12 @@ impl Shard {
         }
     }
 
-    /// The live shards, this one included.
+    /// The live shards, this one included, but not a joiner being served: the shards
+    /// whose acknowledgements a change waits for (a joiner has no sessions yet, and every
+    /// change reaches it through a snapshot or a later broadcast).
     fn live_shards(&self) -> Vec<u16> {
         (0..self.count)
-            .filter(|s| self.live[usize::from(*s)])
+            .filter(|s| self.live[usize::from(*s)] && self.serving != Some(*s))
             .collect()
     }
 
@@ -482,20 +556,28 @@ impl Shard {
     }
 
     fn peer_message(&mut self, from: u16, msg: PeerMsg) {
-        let Some(msg) = self.defer(from, msg) else {
+        if self.stale(from, &msg) {
             return;
-        };
+        }
         match msg {
-            PeerMsg::Join => self.handle_join(self.now, from),
+            PeerMsg::Join { round } => self.handle_join(self.now, from, round),
             PeerMsg::Snapshot(s) => self.apply_snapshot(from, *s),
-            PeerMsg::SubscribeRequest {
-                token,
-                realm,
-                uri,
-                policy,
-            } => {
-                self.owner_subscribe(from, token, realm, uri, policy);
+            PeerMsg::Busy { joiner, round } => self.handle_busy(joiner, round),
+            PeerMsg::Withdraw => self.handle_cancel(self.now, from),
+            PeerMsg::Ready => self.handle_ready(from),
+            PeerMsg::Resync { round, dead } => self.handle_resync(from, round, dead),
+            PeerMsg::Gone { shard } => {
+                if let Some(i) = self.stale_from.iter().position(|p| *p == (from, shard)) {
+                    self.stale_from.remove(i);
+                } else if self.live.get(usize::from(shard)).is_some_and(|l| *l) {
+                    self.early_gone.push((from, shard));
+                }
             }
+            PeerMsg::Forward { origin, hops, msg } => self.request(from, origin, hops, *msg),
+            m @ (PeerMsg::SubscribeRequest { .. }
+            | PeerMsg::UnsubscribeRequest { .. }
+            | PeerMsg::RegisterRequest { .. }
+            | PeerMsg::UnregisterRequest { .. }) => self.request(from, from, 0, m),
             PeerMsg::InterestAdd {
                 realm,
                 uri,
@@ -505,13 +587,23 @@ impl Shard {
                 requester,
                 token,
             } => {
-                self.apply_interest_add(realm, &uri, policy, subscription, shard, requester, token);
+                // A change for a shard this one already knows dead comes from its
+                // previous life (the owner sent it before it learnt the death) and would
+                // leave interest nobody removes.
+                if self.current(from, shard) {
+                    self.apply_interest_add(
+                        realm,
+                        &uri,
+                        policy,
+                        subscription,
+                        shard,
+                        requester,
+                        token,
+                    );
+                }
             }
             PeerMsg::Ack { token } => self.ack(from, token),
             PeerMsg::Fence { token } => self.send_peer(from, PeerMsg::Ack { token }),
-            PeerMsg::UnsubscribeRequest { realm, uri, policy } => {
-                self.owner_unsubscribe(from, realm, uri, policy)
-            }
             PeerMsg::InterestRemove {
                 realm,
                 uri,
@@ -528,16 +620,6 @@ impl Shard {
                 shard,
                 needs,
             } => self.apply_interest_needs(realm, &uri, policy, shard, needs),
-            PeerMsg::RegisterRequest {
-                token,
-                realm,
-                uri,
-                policy,
-                invoke,
-                session,
-            } => {
-                self.owner_register(from, token, realm, uri, policy, invoke, session);
-            }
             PeerMsg::RegisterAdd {
                 realm,
                 uri,
@@ -549,17 +631,21 @@ impl Shard {
                 requester,
                 token,
             } => {
-                self.apply_register_add(realm, &uri, policy, invoke, registration, shard, session);
-                self.applied(requester, token, Some(registration));
+                // As for InterestAdd: a callee of a previous life is not added.
+                if self.current(from, shard) {
+                    self.apply_register_add(
+                        realm,
+                        &uri,
+                        policy,
+                        invoke,
+                        registration,
+                        shard,
+                        session,
+                    );
+                    self.applied(requester, token, Some(registration));
+                }
             }
             PeerMsg::RegisterReject { token, error } => self.register_rejected(token, &error),
-            PeerMsg::UnregisterRequest {
-                realm,
-                registration,
-                session,
-            } => {
-                self.owner_unregister(from, realm, registration, session);
-            }
             PeerMsg::RegisterRemove {
                 realm,
                 registration,
@@ -583,6 +669,90 @@ impl Shard {
                 query,
             } => self.meta_query(from, token, realm, query),
             PeerMsg::MetaReply { token, values } => self.meta_reply(from, token, values),
+        }
+    }
+
+    /// Whether a change `from` sent naming `shard` is about its current life: `shard` is
+    /// live and `from` has said it learnt of every death of `shard` this shard knows.
+    fn current(&self, from: u16, shard: u16) -> bool {
+        self.live.get(usize::from(shard)).is_some_and(|l| *l)
+            && !self.stale_from.contains(&(from, shard))
+    }
+
+    /// An owner request made by `origin` (handed over by `from`, `hops` times): deferred
+    /// while the replica is incomplete, handed on when another shard owns the key in this
+    /// shard's view (see the `membership` module), decided here otherwise.
+    fn request(&mut self, from: u16, origin: u16, hops: u8, msg: PeerMsg) {
+        let Some(msg) = self.defer(from, origin, hops, msg) else {
+            return;
+        };
+        if let Some(owner) = self.request_owner(&msg) {
+            if owner != self.index && hops < u8::try_from(self.count).unwrap_or(u8::MAX) {
+                if self.serving == Some(owner) {
+                    self.forwarded.push((owner, origin, hops + 1, msg.clone()));
+                }
+                self.send_peer(
+                    owner,
+                    PeerMsg::Forward {
+                        origin,
+                        hops: hops + 1,
+                        msg: Box::new(msg),
+                    },
+                );
+                return;
+            }
+        }
+        match msg {
+            PeerMsg::SubscribeRequest {
+                token,
+                realm,
+                uri,
+                policy,
+            } => self.owner_subscribe(origin, token, realm, uri, policy),
+            PeerMsg::UnsubscribeRequest { realm, uri, policy } => {
+                self.owner_unsubscribe(origin, realm, uri, policy)
+            }
+            PeerMsg::RegisterRequest {
+                token,
+                realm,
+                uri,
+                policy,
+                invoke,
+                session,
+            } => self.owner_register(origin, token, realm, uri, policy, invoke, session),
+            PeerMsg::UnregisterRequest {
+                realm,
+                registration,
+                session,
+            } => self.owner_unregister(origin, realm, registration, session),
+            _ => {}
+        }
+    }
+
+    /// The owner of the key an owner request is about, in this shard's view.
+    fn request_owner(&self, msg: &PeerMsg) -> Option<u16> {
+        match msg {
+            PeerMsg::SubscribeRequest {
+                realm, uri, policy, ..
+            }
+            | PeerMsg::UnsubscribeRequest { realm, uri, policy }
+            | PeerMsg::RegisterRequest {
+                realm, uri, policy, ..
+            } => Some(self.owner(*realm, uri, *policy)),
+            PeerMsg::UnregisterRequest {
+                realm,
+                registration,
+                ..
+            } => {
+                let g = self
+                    .realms
+                    .get(usize::from(*realm))?
+                    .dealer
+                    .by_id
+                    .get(registration)?;
+                Some(self.owner(*realm, &g.uri, g.policy))
+            }
+            _ => None,
         }
     }
 

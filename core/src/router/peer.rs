@@ -23,7 +23,7 @@ use crate::message::{CancelMode, Dict, InvokePolicy, Payload, Ppt, Value};
 use crate::uri::MatchPolicy;
 
 /// The encoding's version, the first byte of every message.
-pub const VERSION: u8 = 0x03;
+pub const VERSION: u8 = 0x04;
 
 /// The deepest nesting of a dictionary value in a peer message.
 const MAX_DEPTH: usize = 64;
@@ -207,11 +207,55 @@ pub enum PeerMsg {
         /// The answer, as a list of values to merge.
         values: Vec<Value>,
     },
-    /// A restarted shard asks to rejoin: every receiver drops what the sender's previous
-    /// life held, marks it live and answers with a [`PeerMsg::Snapshot`].
-    Join,
+    /// A restarted shard asks to rejoin (attempt `round`): a receiver serving no other
+    /// joiner drops what the sender's previous life held, marks it live and answers with a
+    /// [`PeerMsg::Snapshot`]; one busy with another joiner answers [`PeerMsg::Busy`].
+    Join {
+        /// The joiner's attempt number (it answers only snapshots of its current attempt).
+        round: u32,
+    },
     /// The entries the sender owned (under the membership without the joining shard).
     Snapshot(Box<Snapshot>),
+    /// To a joiner: the sender serves (or is) the joining shard `joiner` first; the joiner
+    /// with the higher index gives up its attempt ([`PeerMsg::Withdraw`]) and retries once
+    /// `joiner` is ready.
+    Busy {
+        /// The joiner served first.
+        joiner: u16,
+        /// The attempt of the receiver this answers.
+        round: u32,
+    },
+    /// A joiner gives up its attempt: receivers drop it as if it had died (it holds
+    /// nothing) and stop waiting for it.
+    Withdraw,
+    /// A joiner has its replica and accepts sessions: its servers may serve the next.
+    Ready,
+    /// From a joiner that learnt of `dead`'s death while syncing: snapshots taken while
+    /// the sender still counted `dead` as live left out the keys `dead` owned; answer with
+    /// a snapshot again once the death is known here.
+    Resync {
+        /// The joiner's attempt.
+        round: u32,
+        /// The dead shard.
+        dead: u16,
+    },
+    /// The sender learnt of `shard`'s death: what it sends from now on names only the
+    /// shard's later lives (a receiver drops changes naming `shard` that the sender sent
+    /// before this, when it learnt the death first).
+    Gone {
+        /// The dead shard.
+        shard: u16,
+    },
+    /// A request handed on by a shard that is not (or no longer) the key's owner, to be
+    /// decided as if `origin` had sent it.
+    Forward {
+        /// The shard that made the request.
+        origin: u16,
+        /// How many times it was handed on (bounded by the shard count).
+        hops: u8,
+        /// The request (never a `Forward`).
+        msg: Box<Self>,
+    },
 }
 
 /// One interest entry of a [`Snapshot`]: realm, pattern, policy, subscription id, shards.
@@ -224,12 +268,19 @@ pub type RegistrationEntry = (u16, String, MatchPolicy, InvokePolicy, Id, Vec<(u
 /// The replicated state one shard hands a rejoining shard: the keys it owned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
+    /// The joiner's attempt this answers.
+    pub round: u32,
+    /// Set when this answers a [`PeerMsg::Resync`] about that dead shard: a complete
+    /// snapshot again, taken after the sender learnt the death.
+    pub resync: Option<u16>,
     /// Interest entries: realm, pattern, policy, subscription id, shards.
     pub interest: Vec<InterestEntry>,
     /// Registrations: realm, pattern, policy, invoke, registration id, callees.
     pub registrations: Vec<RegistrationEntry>,
     /// Retained events of the topics it owned.
     pub retained: Vec<Publication>,
+    /// The shards the sender counted as dead when it took the snapshot.
+    pub dead: Vec<u16>,
 }
 
 /// What a meta query asks of a shard's local sessions.
@@ -490,6 +541,12 @@ mod tag {
     pub(super) const META_REPLY: u8 = 0x21;
     pub(super) const JOIN: u8 = 0x30;
     pub(super) const SNAPSHOT: u8 = 0x31;
+    pub(super) const BUSY: u8 = 0x32;
+    pub(super) const WITHDRAW: u8 = 0x33;
+    pub(super) const READY: u8 = 0x34;
+    pub(super) const FORWARD: u8 = 0x35;
+    pub(super) const RESYNC: u8 = 0x36;
+    pub(super) const GONE: u8 = 0x37;
 }
 
 impl PeerMsg {
@@ -762,9 +819,44 @@ impl PeerMsg {
                     w.value(v, 0);
                 }
             }
-            Self::Join => w.u8(tag::JOIN),
+            Self::Join { round } => {
+                w.u8(tag::JOIN);
+                w.u32(*round);
+            }
+            Self::Busy { joiner, round } => {
+                w.u8(tag::BUSY);
+                w.u16(*joiner);
+                w.u32(*round);
+            }
+            Self::Withdraw => w.u8(tag::WITHDRAW),
+            Self::Ready => w.u8(tag::READY),
+            Self::Resync { round, dead } => {
+                w.u8(tag::RESYNC);
+                w.u32(*round);
+                w.u16(*dead);
+            }
+            Self::Gone { shard } => {
+                w.u8(tag::GONE);
+                w.u16(*shard);
+            }
+            Self::Forward { origin, hops, msg } => {
+                w.u8(tag::FORWARD);
+                w.u16(*origin);
+                w.u8(*hops);
+                let mut inner = Vec::new();
+                msg.encode(&mut inner);
+                w.bytes(&inner);
+            }
             Self::Snapshot(s) => {
                 w.u8(tag::SNAPSHOT);
+                w.u32(s.round);
+                match s.resync {
+                    Some(d) => {
+                        w.u8(1);
+                        w.u16(d);
+                    }
+                    None => w.u8(0),
+                }
                 w.len(s.interest.len());
                 for (realm, uri, policy, id, shards) in &s.interest {
                     w.u16(*realm);
@@ -792,6 +884,10 @@ impl PeerMsg {
                 w.len(s.retained.len());
                 for p in &s.retained {
                     w.publication(p, &p.transcoded);
+                }
+                w.len(s.dead.len());
+                for d in &s.dead {
+                    w.u16(*d);
                 }
             }
         }
@@ -985,9 +1081,42 @@ impl PeerMsg {
                 }
                 Self::MetaReply { token, values }
             }
-            tag::JOIN => Self::Join,
+            tag::JOIN => Self::Join { round: r.u32()? },
+            tag::BUSY => Self::Busy {
+                joiner: r.u16()?,
+                round: r.u32()?,
+            },
+            tag::WITHDRAW => Self::Withdraw,
+            tag::READY => Self::Ready,
+            tag::RESYNC => Self::Resync {
+                round: r.u32()?,
+                dead: r.u16()?,
+            },
+            tag::GONE => Self::Gone { shard: r.u16()? },
+            tag::FORWARD => {
+                let (origin, hops) = (r.u16()?, r.u8()?);
+                let msg = Self::decode(r.bytes()?)?;
+                if matches!(msg, Self::Forward { .. }) {
+                    return Err(PeerError::BadField("forward"));
+                }
+                Self::Forward {
+                    origin,
+                    hops,
+                    msg: Box::new(msg),
+                }
+            }
             tag::SNAPSHOT => {
-                let mut s = Snapshot::default();
+                let round = r.u32()?;
+                let resync = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.u16()?),
+                    _ => return Err(PeerError::BadField("resync")),
+                };
+                let mut s = Snapshot {
+                    round,
+                    resync,
+                    ..Snapshot::default()
+                };
                 for _ in 0..r.len()? {
                     let (realm, uri, policy, id) =
                         (r.u16()?, r.str()?, r.policy()?, r.id("subscription")?);
@@ -1008,6 +1137,9 @@ impl PeerMsg {
                 }
                 for _ in 0..r.len()? {
                     s.retained.push(r.publication()?);
+                }
+                for _ in 0..r.len()? {
+                    s.dead.push(r.u16()?);
                 }
                 Self::Snapshot(Box::new(s))
             }
@@ -1048,6 +1180,9 @@ impl W<'_> {
         self.0.push(v);
     }
     fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn u64(&mut self, v: u64) {
@@ -1230,6 +1365,9 @@ impl R<'_> {
     }
     fn u16(&mut self) -> Result<u16, PeerError> {
         Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, PeerError> {
+        Ok(u32::from_le_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, PeerError> {
         Ok(u64::from_le_bytes(self.array()?))
@@ -1556,8 +1694,27 @@ mod tests {
                     reason: None,
                 },
             },
-            PeerMsg::Join,
+            PeerMsg::Join { round: 7 },
+            PeerMsg::Busy {
+                joiner: 3,
+                round: 2,
+            },
+            PeerMsg::Withdraw,
+            PeerMsg::Ready,
+            PeerMsg::Resync { round: 4, dead: 1 },
+            PeerMsg::Gone { shard: 3 },
+            PeerMsg::Forward {
+                origin: 2,
+                hops: 1,
+                msg: Box::new(PeerMsg::UnsubscribeRequest {
+                    realm: 0,
+                    uri: "a.b".into(),
+                    policy: MatchPolicy::Prefix,
+                }),
+            },
             PeerMsg::Snapshot(Box::new(Snapshot {
+                round: 1,
+                resync: Some(2),
                 interest: vec![(0, "a.".into(), MatchPolicy::Prefix, id(3), vec![0, 2])],
                 registrations: vec![(
                     1,
@@ -1568,6 +1725,7 @@ mod tests {
                     vec![(1, id(9)), (2, id(10))],
                 )],
                 retained: vec![],
+                dead: vec![1, 3],
             })),
             PeerMsg::MetaReply {
                 token: 4,

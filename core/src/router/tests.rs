@@ -741,6 +741,112 @@ fn restarted_shard_rejoins_with_the_replica() {
     assert_eq!(w.take(9).len(), 1);
 }
 
+/// Kills shard `k` of `w` (its links are cut, the others learn it) and brings it back
+/// with `Shard::rejoin`, its `Join`s queued but not delivered.
+fn restart(w: &mut World, k: u16) {
+    w.links.retain(|l| l.0 != k && l.1 != k);
+    for s in 0..w.shards.len() as u16 {
+        if s != k {
+            w.shards[usize::from(s)].handle_shard_down(w.now, k);
+        }
+    }
+    w.pump();
+    let config = Arc::new(w.shards[0].config().clone());
+    let count = w.shards.len() as u16;
+    w.shards[usize::from(k)] = Shard::rejoin(ShardConfig {
+        index: k,
+        count,
+        seed: 1000 + u64::from(k),
+        router: config,
+    });
+    w.pump();
+}
+
+/// The interim owner of a key, once it has served the rejoining shard its snapshot, hands
+/// requests for the joiner's keys on to it instead of deciding them (membership gap 2):
+/// the id comes from the joiner (ids carry their shard: `id % count`).
+#[test]
+fn interim_owner_forwards_requests_to_the_joiner() {
+    let mut w = World::new(3);
+    let uri = w.uri_owned_by(2, MatchPolicy::Exact);
+    w.join(1, 1, PUBSUB);
+    restart(&mut w, 2);
+    // Shard 0 (the interim owner) serves the joiner; shard 1 has not seen its Join yet.
+    assert!(w.deliver_link(2, 0));
+    w.send_held(1, &format!(r#"[32,1,{{}},"{uri}"]"#));
+    assert!(w.deliver_link(1, 0));
+    w.run();
+    assert!(w.shards[2].is_ready());
+    let sub = subscribed(&w.take(1)[0]);
+    assert_eq!(sub % 3, 2, "decided by the joiner");
+}
+
+/// Two shards of four restart at once: both get their replica (the lower index is served
+/// first) and route to everyone afterwards.
+#[test]
+fn two_shards_rejoin_at_once() {
+    let mut w = World::new(4);
+    w.join(0, 1, PUBSUB);
+    w.join(3, 2, PUBSUB);
+    w.send(1, r#"[32,1,{},"com.t"]"#);
+    let sub = subscribed(&w.take(1)[0]);
+    w.send(2, r#"[32,1,{},"com.u"]"#);
+    let sub_u = subscribed(&w.take(2)[0]);
+    restart(&mut w, 2);
+    restart(&mut w, 1);
+    w.run();
+    assert!(w.shards[1].is_ready() && w.shards[2].is_ready());
+    for (shard, conn) in [(1, 7), (2, 8)] {
+        w.join(shard, conn, PUBSUB);
+        w.send(conn, r#"[16,1,{},"com.t",["x"]]"#);
+        assert_eq!(
+            events(w.take(1)),
+            [(sub, "x".to_owned())],
+            "from shard {shard}"
+        );
+        w.send(conn, r#"[32,2,{},"com.u"]"#);
+        assert_eq!(subscribed(&w.take(conn)[0]), sub_u);
+    }
+    w.send(2, r#"[16,2,{},"com.u",["y"]]"#);
+    assert_eq!(events(w.take(7)), [(sub_u, "y".to_owned())]);
+    assert_eq!(events(w.take(8)), [(sub_u, "y".to_owned())]);
+}
+
+/// `created` in meta answers: the `now` of the join (or of the replica's first hold of a
+/// subscription) on the wall clock the caller set, as Crossbar writes it; left out when
+/// the caller gave no wall clock.
+#[test]
+fn meta_created_timestamps() {
+    let mut w = World::new(2);
+    let sid = w.join(0, 1, RPC);
+    w.send(1, &format!(r#"[48,1,{{}},"wamp.session.get",[{sid}]]"#));
+    assert!(!w.take(1)[0].contains("created"));
+    for s in &mut w.shards {
+        s.set_wall_clock(1_795_872_000_000_000);
+    }
+    w.now = Time(1_500_000);
+    let sid = w.join(1, 2, r#"{"caller":{},"subscriber":{}}"#);
+    w.send(2, r#"[32,1,{},"com.t"]"#);
+    let sub = subscribed(&w.take(2)[0]);
+    for conn in [1, 2] {
+        w.send(conn, &format!(r#"[48,2,{{}},"wamp.session.get",[{sid}]]"#));
+        let got = w.take(conn);
+        assert!(
+            got[0].contains(r#""created":"2026-11-28T13:20:01.500Z""#),
+            "{got:?}"
+        );
+        w.send(
+            conn,
+            &format!(r#"[48,3,{{}},"wamp.subscription.get",[{sub}]]"#),
+        );
+        let got = w.take(conn);
+        assert!(
+            got[0].contains(r#""created":"2026-11-28T13:20:01.500Z""#),
+            "{got:?}"
+        );
+    }
+}
+
 #[test]
 fn event_history() {
     let mut config = RouterConfig::default();

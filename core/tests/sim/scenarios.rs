@@ -22,6 +22,7 @@ pub(crate) const ALL: &[Scenario] = &[
     ("cancel", cancel),
     ("churn", churn),
     ("shard_death", shard_death),
+    ("rejoin", rejoin),
     ("meta", meta),
 ];
 
@@ -509,6 +510,121 @@ fn shard_death(seed: u64) -> World {
     if restart {
         // Newcomers on the restarted shard: they join after the restart (parked until the
         // shard has its replica) and must then see and be seen by everyone.
+        for _ in 0..rng.range(1, 2) {
+            let (p, policy) = *rng.pick(PATTERNS);
+            let mut script = vec![
+                Step::Barrier(2),
+                Step::Hello,
+                Step::Subscribe {
+                    topic: p.to_owned(),
+                    policy,
+                },
+            ];
+            if !procs.is_empty() {
+                let (uri, policy) = procs.swap_remove(rng.below(procs.len()));
+                script.push(Step::Register {
+                    uri: uri.to_owned(),
+                    policy,
+                    invoke: "single",
+                });
+            }
+            script.push(Step::AwaitAcks);
+            script.push(Step::Barrier(3));
+            for _ in 0..rng.range(1, 3) {
+                script.push(if rng.chance(1, 2) {
+                    call(&mut rng)
+                } else {
+                    publish(&mut rng, n)
+                });
+            }
+            script.push(Step::AwaitCalls);
+            w.add_client(victim, serializer(&mut rng), script);
+        }
+    }
+    w
+}
+
+/// Two shards of three or four die at once and both restart and rejoin together
+/// (sometimes one of them dies again while rejoining and restarts once more); clients on
+/// the live shards subscribe and register while the joiners sync, newcomers join each
+/// restarted shard, and everyone publishes and calls again.
+fn rejoin(seed: u64) -> World {
+    let mut rng = Rng::new(seed ^ 0x4E10);
+    let count: u16 = *rng.pick(&[3, 4]);
+    let mut w = World::new(seed, count);
+    let a = rng.below(usize::from(count)) as u16;
+    let b = (a + 1 + rng.below(usize::from(count) - 1) as u16) % count;
+    let twice = rng.chance(1, 3);
+    let n = rng.range(3, 6) as usize;
+    let mut procs: Vec<(&str, Policy)> = PROCS.to_vec();
+    for _ in 0..n {
+        let shard = rng.below(usize::from(count)) as u16;
+        let mut script = vec![Step::Hello];
+        let (p, policy) = *rng.pick(PATTERNS);
+        script.push(Step::Subscribe {
+            topic: p.to_owned(),
+            policy,
+        });
+        script.push(Step::AwaitAcks);
+        script.push(Step::Barrier(1));
+        // While the joiners sync: more subscriptions and registrations, and traffic.
+        if rng.chance(1, 2) {
+            let (p, policy) = *rng.pick(PATTERNS);
+            if !script.iter().any(
+                |s| matches!(s, Step::Subscribe { topic, policy: q } if topic == p && *q == policy),
+            ) {
+                script.push(Step::Subscribe {
+                    topic: p.to_owned(),
+                    policy,
+                });
+            }
+        }
+        if !procs.is_empty() && rng.chance(1, 2) {
+            let (uri, policy) = procs.swap_remove(rng.below(procs.len()));
+            script.push(Step::Register {
+                uri: uri.to_owned(),
+                policy,
+                invoke: "single",
+            });
+        }
+        for _ in 0..rng.range(0, 2) {
+            script.push(if rng.chance(1, 2) {
+                call(&mut rng)
+            } else {
+                publish(&mut rng, n)
+            });
+        }
+        script.push(Step::AwaitAcks);
+        script.push(Step::AwaitCalls);
+        script.push(Step::Barrier(2));
+        script.push(Step::Barrier(3));
+        for _ in 0..rng.range(1, 3) {
+            script.push(if rng.chance(1, 2) {
+                call(&mut rng)
+            } else {
+                publish(&mut rng, n)
+            });
+        }
+        script.push(Step::AwaitAcks);
+        script.push(Step::AwaitCalls);
+        w.add_client(shard, serializer(&mut rng), script);
+    }
+    let (first, second) = if rng.chance(1, 2) { (a, b) } else { (b, a) };
+    let mut director = vec![
+        Step::Barrier(1),
+        Step::KillShard(a),
+        Step::KillShard(b),
+        Step::RestartShard(first),
+        Step::RestartShard(second),
+    ];
+    if twice {
+        director.push(Step::KillShard(first));
+        director.push(Step::RestartShard(first));
+    }
+    director.push(Step::Barrier(3));
+    // The director is no session: any shard will do.
+    w.add_client(a, Serializer::Json, director);
+    for victim in [a, b] {
         for _ in 0..rng.range(1, 2) {
             let (p, policy) = *rng.pick(PATTERNS);
             let mut script = vec![

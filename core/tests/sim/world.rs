@@ -275,12 +275,23 @@ impl World {
                 };
                 match item {
                     Link::Msg(bytes) => {
+                        if self.trace {
+                            // The message's kind and head, so a replay shows the protocol.
+                            let m = format!(
+                                "{:?}",
+                                switchyard_core::router::peer::PeerMsg::decode(&bytes)
+                            );
+                            println!("    {from} -> {to}: {}", &m[..m.len().min(160)]);
+                        }
                         if let Err(e) = shard.handle_peer(now, from as u16, &bytes) {
                             self.problems
                                 .push(format!("shard {to} refused a message from {from}: {e:?}"));
                         }
                     }
                     Link::Down => {
+                        if self.trace {
+                            println!("    {from} -> {to}: Down");
+                        }
                         shard.handle_shard_down(now, from as u16);
                         self.broken[to][from] = false;
                     }
@@ -1082,6 +1093,23 @@ impl World {
             seed: self.seed ^ (self.incarnation << 40) ^ 0xDEAD,
             router: self.config.clone(),
         }));
+        // The new life has learnt nothing stale: its links carry what it sends, and what
+        // was queued toward the dead life (deaths of others it never heard of) is gone.
+        for b in &mut self.broken[i] {
+            *b = false;
+        }
+        for j in 0..self.links.len() {
+            self.links[j][i].clear();
+        }
+        // Like the io layer, tell the joiner which shards are not running: it waits for
+        // the snapshot of every shard it believes live.
+        for j in 0..self.shards.len() {
+            if j != i && self.shards[j].is_none() {
+                if let Some(s) = self.shards[i].as_mut() {
+                    s.handle_shard_down(self.now, j as u16);
+                }
+            }
+        }
         self.pump(i);
     }
 }
