@@ -6,8 +6,19 @@
 //! every one reads from memory in the same 64 KiB pieces a socket read would give, so the
 //! comparison is of protocol work, not of I/O. Small payloads come many to a buffer (about
 //! 1 MiB of payload per iteration). Two texts: `json`, ASCII like most WAMP traffic, and
-//! `mixed`, with a multi-byte character every few bytes, the validators' worst case. It measures; it asserts nothing about speed (figures go
-//! to `BENCHMARKS.md`), only that each contender decoded every message.
+//! `mixed`, with a multi-byte character every few bytes, the validators' worst case. It
+//! measures; it asserts nothing about speed (figures go to `BENCHMARKS.md`), only that each
+//! contender decoded every message.
+//!
+//! Like with like: Switchyard hands out `Bytes` (small messages slice a per-read arena),
+//! tungstenite a `Utf8Bytes` (a `Bytes` slice of its read buffer), fastwebsockets a
+//! `BytesMut` split off its read buffer; all three own their message and have validated it
+//! as UTF-8 (simdutf8 in Switchyard and fastwebsockets, std's validator in tungstenite).
+//!
+//! `WS_FRAMES_ONLY=<contender>/<text>/<size>/<iterations>` (for example
+//! `switchyard/json/16B/200`) skips Criterion and runs that one read the given number of
+//! times, so `perf stat` can count CPU time and instructions of one contender alone on a
+//! machine too busy for wall-clock figures.
 
 // `criterion_group!` generates a public function that cannot carry a doc comment.
 #![allow(missing_docs)]
@@ -18,7 +29,7 @@ use std::io::{self, Read, Write};
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use switchyard_io::ws::conn::{Config, Connection, Event, Role};
 use switchyard_io::ws::mask::apply_mask;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -272,5 +283,39 @@ fn masked_frames(payload: &[u8], count: usize) -> Vec<u8> {
     out
 }
 
+/// Runs one contender on one case `iterations` times (the `WS_FRAMES_ONLY` mode).
+fn run_only(spec: &str) {
+    let parts: Vec<&str> = spec.split('/').collect();
+    let [name, text, size, iterations] = parts[..] else {
+        panic!("WS_FRAMES_ONLY={spec}: expected contender/text/size/iterations");
+    };
+    let iterations: usize = iterations.parse().expect("WS_FRAMES_ONLY: iteration count");
+    let (_, read) = CONTENDERS
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("WS_FRAMES_ONLY: no contender {name}"));
+    let (_, pattern) = TEXTS
+        .into_iter()
+        .find(|(t, _)| *t == text)
+        .unwrap_or_else(|| panic!("WS_FRAMES_ONLY: no text {text}"));
+    let (size, count, _) = CASES
+        .into_iter()
+        .find(|(_, _, s)| *s == size)
+        .unwrap_or_else(|| panic!("WS_FRAMES_ONLY: no size {size}"));
+    let input = masked_frames(&text_payload(pattern, size), count);
+    for _ in 0..iterations {
+        let (decoded, _) = read(black_box(&input), count, false);
+        assert_eq!(decoded, count);
+    }
+}
+
 criterion_group!(benches, ws_frames);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("WS_FRAMES_ONLY") {
+        run_only(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

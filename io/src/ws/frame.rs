@@ -215,6 +215,7 @@ impl std::error::Error for ProtocolError {}
 /// minimal length encoding, the masking the role requires and the frame size limit — all
 /// before any payload memory is reserved. Rules are checked in wire order, so the first
 /// byte's faults are reported even when the rest has not arrived.
+#[inline]
 pub fn parse_header(
     buf: &[u8],
     limits: &FrameLimits,

@@ -21,7 +21,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
     // Short buffers (most control frames and small WAMP messages) are not worth the
     // alignment head of a vector kernel; the portable loop handles them in a few words.
     if buf.len() < SHORT {
-        apply_mask_fallback(buf, key, phase);
+        mask_short(buf, key, phase);
         return;
     }
     match selected_kernel() {
@@ -57,6 +57,24 @@ pub fn apply_mask_fallback(buf: &mut [u8], key: [u8; 4], phase: usize) {
     for lane in &mut words {
         xor_word(lane, word);
     }
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
+        *byte ^= key[i & 3];
+    }
+}
+
+/// [`apply_mask_fallback`] without its 32-byte block loop: for buffers under [`SHORT`]
+/// bytes (small messages, control frames) the block setup costs more than it saves.
+#[inline]
+fn mask_short(buf: &mut [u8], key: [u8; 4], phase: usize) {
+    let key = rotate(key, phase);
+    let word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = buf.chunks_exact_mut(8);
+    for lane in &mut words {
+        xor_word(lane, word);
+    }
+    // Every word is 8 bytes, so the tail starts at key phase 0 again.
     for (i, byte) in words.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }

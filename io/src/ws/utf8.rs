@@ -13,6 +13,11 @@ use std::fmt;
 /// Whole-message validation (the `simdutf8` fast path).
 #[inline]
 pub fn is_valid(bytes: &[u8]) -> bool {
+    // Short ASCII messages (most small WAMP frames) are settled by a few word tests; the
+    // vector validator's dispatch and setup cost more than that below 64 bytes.
+    if bytes.len() < 64 && bytes.is_ascii() {
+        return true;
+    }
     simdutf8::basic::from_utf8(bytes).is_ok()
 }
 
