@@ -421,6 +421,16 @@ fn core_thread(
             // gave up on them): they are down from the start.
             let mut c = core.borrow_mut();
             let now = c.now();
+            // The meta API's `created` timestamps: the wall clock at the shard's time zero.
+            // A clock before 1970 (or before the node started) leaves them out.
+            if let Some(wall) = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| u64::try_from(d.as_micros()).ok())
+                .and_then(|w| w.checked_sub(now.0))
+            {
+                c.shard.set_wall_clock(wall);
+            }
             for down in c.unlinked_shards() {
                 c.shard.handle_shard_down(now, down);
             }

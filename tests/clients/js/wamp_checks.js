@@ -195,6 +195,8 @@ async function routing() {
   for (const s of [a, b, c, d]) assert(ids.includes(s.id), { missing: s.id, ids });
   const info = await within(a.call('wamp.session.get', [b.id]), 'session.get');
   equal([info.session, info.transport.type], [b.id, args.transport]);
+  // Crossbar's `created`: ISO 8601, UTC, milliseconds.
+  assert(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(info.created), { created: info.created });
   const joins = queue();
   await a.subscribe('wamp.session.on_join', (xs) => joins.push(xs[0]));
   const e = await join('realm1');

@@ -17,6 +17,7 @@ time: waits have generous timeouts only so that a bug fails instead of hanging.
 
 import argparse
 import asyncio
+import re
 import json
 import socket
 import sys
@@ -229,6 +230,8 @@ async def routing(node):
     info = await asyncio.wait_for(a.call("wamp.session.get", b._session_id), WAIT)
     assert info["session"] == b._session_id, info
     assert info["transport"]["type"] == node.args.transport, info
+    # Crossbar's `created`: ISO 8601, UTC, milliseconds.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["created"]), info
     reg = await asyncio.wait_for(a.call("wamp.registration.lookup", "com.example.add2"), WAIT)
     callees = await asyncio.wait_for(a.call("wamp.registration.list_callees", reg), WAIT)
     assert callees == [b._session_id], callees
