@@ -26,8 +26,8 @@ use bytes::Bytes;
 use switchyard_core::codec::{self, Serializer};
 use switchyard_core::message::Message;
 use switchyard_core::router::{
-    ConnId, HistoryConfig, Limits, Output, RealmConfig, RouterConfig, Shard, ShardConfig, Time,
-    TransportInfo,
+    AuthLimits, ConnId, HistoryConfig, Limits, Output, RealmConfig, RouterConfig, Shard,
+    ShardConfig, Time, TransportInfo,
 };
 
 /// Shards in the router under test.
@@ -226,6 +226,7 @@ impl World {
                 history_length: 2,
                 retained_topics: 2,
                 testaments_per_session: 2,
+                auth: AuthLimits::default(),
             },
         });
         let shards = (0..SHARDS)
@@ -458,6 +459,7 @@ impl World {
         let transport = TransportInfo {
             kind: "websocket".into(),
             peer: format!("tcp4:127.0.0.1:{id}"),
+            ..TransportInfo::default()
         };
         self.shards[usize::from(shard)].handle_open(self.now, ConnId(id), serializer, transport);
         self.drain(shard);

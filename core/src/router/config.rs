@@ -153,6 +153,8 @@ pub struct Limits {
     pub retained_topics: usize,
     /// The most testaments one session may add.
     pub testaments_per_session: usize,
+    /// How long authentication may take and how repeated failures are slowed down.
+    pub auth: AuthLimits,
 }
 
 impl Default for Limits {
@@ -168,6 +170,187 @@ impl Default for Limits {
             history_length: 1000,
             retained_topics: 100_000,
             testaments_per_session: 64,
+            auth: AuthLimits::default(),
         }
+    }
+}
+
+/// The session-side bounds of authentication: the time a session has from HELLO to
+/// WELCOME, and the per-address throttle of failed attempts.
+///
+/// The throttle: every failed authentication from one peer address (IP, without the port)
+/// counts against that address. The first `free_failures` failures are answered at once;
+/// each later one is answered (ABORT) only after `failure_delay_ms`, doubled per further
+/// failure up to `max_failure_delay_ms`. An address with no failure for `forget_ms` starts
+/// over, and a success clears it. Each shard keeps its own table of at most
+/// `throttled_addresses` addresses (the oldest is dropped when full), so with `n` cores an
+/// address may get up to `n` times the free failures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthLimits {
+    /// Milliseconds from HELLO to WELCOME (including an unanswered CHALLENGE); past it the
+    /// session is aborted with `wamp.error.authentication_failed`.
+    pub timeout_ms: u64,
+    /// Failures per address answered without delay.
+    pub free_failures: u32,
+    /// The delay before answering the first failure past the free ones, in milliseconds.
+    pub failure_delay_ms: u64,
+    /// The longest delay, in milliseconds.
+    pub max_failure_delay_ms: u64,
+    /// Milliseconds without a failure after which an address is forgotten.
+    pub forget_ms: u64,
+    /// The most addresses one shard remembers.
+    pub throttled_addresses: usize,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            free_failures: 3,
+            failure_delay_ms: 500,
+            max_failure_delay_ms: 8_000,
+            forget_ms: 60_000,
+            throttled_addresses: 4096,
+        }
+    }
+}
+
+/// A transport's authentication methods, in Crossbar's shape (the transport's `auth`
+/// section). A method that is `None` is not offered on the transport.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `anonymous`: everyone joins with this role.
+    pub anonymous: Option<AnonymousConfig>,
+    /// `ticket`: static principals with a shared ticket.
+    pub ticket: Option<Principals<TicketSecret>>,
+    /// `wampcra`: static principals with a (possibly PBKDF2-derived) secret.
+    pub wampcra: Option<Principals<WampCraSecret>>,
+    /// `cryptosign`: static principals with their Ed25519 public keys.
+    pub cryptosign: Option<Principals<CryptosignKeys>>,
+    /// `scram` (WAMP-SCRAM, `wamp-scram` on the wire too): static principals with their
+    /// SCRAM credentials.
+    pub scram: Option<Principals<ScramSecret>>,
+}
+
+impl AuthConfig {
+    /// Only `anonymous`, with role `anonymous`: Crossbar's behaviour without `auth`.
+    pub fn anonymous() -> Self {
+        Self {
+            anonymous: Some(AnonymousConfig {
+                role: "anonymous".to_owned(),
+            }),
+            ..Self::default()
+        }
+    }
+}
+
+/// `auth.anonymous`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnonymousConfig {
+    /// The role anonymous sessions get.
+    pub role: String,
+}
+
+/// Static principals of one method, by authid.
+pub type Principals<S> = std::collections::BTreeMap<String, Principal<S>>;
+
+/// One configured principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal<S> {
+    /// The role the principal gets.
+    pub role: String,
+    /// The only realm the principal may join, if restricted.
+    pub realm: Option<String>,
+    /// What proves the principal's identity.
+    pub secret: S,
+}
+
+/// A ticket principal's ticket.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TicketSecret {
+    /// The ticket, compared in constant time.
+    pub ticket: String,
+}
+
+impl std::fmt::Debug for TicketSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs, not even through `{:?}`.
+        f.write_str("TicketSecret(..)")
+    }
+}
+
+/// A WAMP-CRA principal's secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WampCraSecret {
+    /// The HMAC key: the password, or (salted) the base64 PBKDF2 key derived from it, as
+    /// Crossbar stores it.
+    pub secret: String,
+    /// The key derivation parameters announced in the CHALLENGE, if the secret is salted.
+    pub salt: Option<CraSalt>,
+}
+
+impl std::fmt::Debug for WampCraSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WampCraSecret")
+            .field("secret", &"..")
+            .field("salt", &self.salt)
+            .finish()
+    }
+}
+
+/// PBKDF2-HMAC-SHA256 parameters of a salted WAMP-CRA secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CraSalt {
+    /// The salt, as text (Crossbar's `salt`).
+    pub salt: String,
+    /// PBKDF2 iterations (default 1000).
+    pub iterations: u32,
+    /// The derived key length in bytes (default 32).
+    pub keylen: u32,
+}
+
+/// A cryptosign principal's Ed25519 public keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CryptosignKeys {
+    /// `authorized_keys`: any of them may sign.
+    pub authorized_keys: Vec<[u8; 32]>,
+}
+
+/// The key derivation function of a SCRAM credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScramKdf {
+    /// Argon2id version 1.3 (`argon2id13`, Autobahn's `argon2id-13`).
+    Argon2id13,
+    /// PBKDF2-HMAC-SHA256 (`pbkdf2`).
+    Pbkdf2,
+}
+
+/// A SCRAM principal's credential, as `autobahn.wamp.auth.derive_scram_credential` prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramSecret {
+    /// The KDF, and its name as configured (announced verbatim in the CHALLENGE).
+    pub kdf: ScramKdf,
+    /// The KDF name as configured.
+    pub kdf_name: String,
+    /// KDF iterations (Argon2 time cost).
+    pub iterations: u32,
+    /// Argon2 memory cost in KiB (unused for PBKDF2).
+    pub memory: u32,
+    /// The salt.
+    pub salt: Vec<u8>,
+    /// `StoredKey = SHA256(HMAC(SaltedPassword, "Client Key"))`.
+    pub stored_key: [u8; 32],
+    /// `ServerKey = HMAC(SaltedPassword, "Server Key")`.
+    pub server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramSecret")
+            .field("kdf", &self.kdf)
+            .field("iterations", &self.iterations)
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
     }
 }

@@ -71,9 +71,16 @@ mod rng;
 mod session;
 mod values;
 
-pub use auth::{Anonymous, AuthInfo, Authenticator, Step};
+pub use auth::{
+    cryptosign_sign, scram_auth_message, scram_client_proof, scram_credential,
+    scram_salted_password, wampcra_derive_key, wampcra_sign, Anonymous, AuthContext, AuthInfo,
+    Authenticator, Challenged, Configured, Entropy, Step, AUTHENTICATION_FAILED, NOT_AUTHORIZED,
+    NO_AUTH_METHOD,
+};
 pub use config::{
-    HistoryConfig, Limits, Permission, RealmConfig, RoleConfig, RouterConfig, ShardConfig,
+    AnonymousConfig, AuthConfig, AuthLimits, CraSalt, CryptosignKeys, HistoryConfig, Limits,
+    Permission, Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf,
+    ScramSecret, ShardConfig, TicketSecret, WampCraSecret,
 };
 pub use peer::PeerError;
 pub use session::ProtocolViolation;
@@ -116,8 +123,15 @@ pub struct ConnId(pub u64);
 pub struct TransportInfo {
     /// The transport kind, e.g. `websocket` or `rawsocket`.
     pub kind: String,
-    /// The peer's address as text, e.g. `tcp4:127.0.0.1:50000`.
+    /// The peer's address as text, e.g. `tcp4:127.0.0.1:50000` (the failure throttle
+    /// keys on its address part).
     pub peer: String,
+    /// Which transport `auth` section applies: an index into the list given to
+    /// [`Configured::new`] (0 for a single transport).
+    pub auth: usize,
+    /// The TLS channel id for cryptosign's `tls-unique` binding (32 bytes, as Autobahn
+    /// computes it), if the transport has one; `None` refuses sessions asking for it.
+    pub channel_binding: Option<Vec<u8>>,
 }
 
 /// What a shard asks its caller to do.
@@ -217,6 +231,10 @@ pub struct Shard {
     inbound_calls: Map<(u16, Id, Id), (Id, Id)>,
     authenticator: Box<dyn Authenticator>,
     session_counter: u64,
+    /// Authentication deadlines (HELLO to WELCOME) and delayed failure ABORTs, by time.
+    auth_timers: BTreeSet<(Time, ConnId)>,
+    /// Recent authentication failures per peer address.
+    throttle: auth::throttle::Throttle,
     now: Time,
     /// Set while a rejoining shard waits for the replicated state.
     sync: Option<Box<membership::Sync>>,
@@ -300,6 +318,8 @@ impl Shard {
             inbound_calls: Map::default(),
             authenticator,
             session_counter: 0,
+            auth_timers: BTreeSet::new(),
+            throttle: auth::throttle::Throttle::default(),
             now: Time(0),
             sync: None,
             serving: None,
@@ -354,6 +374,12 @@ impl Shard {
     /// reads no clock: this is arithmetic on the `now` every input carries.
     pub fn set_wall_clock(&mut self, unix_micros_at_zero: u64) {
         self.wall_base = Some(unix_micros_at_zero);
+    }
+
+    /// Replaces the authenticator (before any session opens: sessions already
+    /// authenticating would meet a decider that never challenged them).
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = authenticator;
     }
 
     /// This shard's index.
@@ -469,10 +495,12 @@ impl Shard {
         self.drain_loopback();
     }
 
-    /// Time passed: fire the call timeouts that are due.
+    /// Time passed: fire the call timeouts, authentication deadlines and delayed
+    /// authentication failures that are due.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
         self.fire_timeouts(now);
+        self.fire_auth_timers(now);
         self.drain_loopback();
     }
 
@@ -483,7 +511,12 @@ impl Shard {
 
     /// When [`Shard::handle_timeout`] should next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|t| t.0)
+        let calls = self.timers.first().map(|t| t.0);
+        let auth = self.auth_timers.first().map(|t| t.0);
+        match (calls, auth) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// How much call and control-plane state this shard holds, for leak checks: after

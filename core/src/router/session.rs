@@ -6,6 +6,11 @@
 //! typed [`ProtocolViolation`] turned into ABORT `wamp.error.protocol_violation` with the
 //! variant's reason, then a close.
 //!
+//! Authentication runs between HELLO and WELCOME: the [`super::Authenticator`] decides,
+//! this module keeps the challenge state, enforces the order (one AUTHENTICATE, only after
+//! a CHALLENGE), the deadline from HELLO to WELCOME ([`super::AuthLimits::timeout_ms`]),
+//! and the per-address failure throttle (a failing session's ABORT is held back).
+//!
 //! What it does not do: routing (the broker and dealer modules), authentication decisions
 //! (the [`super::Authenticator`]).
 
@@ -19,7 +24,8 @@ use crate::message::{
     WelcomeDetails,
 };
 
-use super::{AuthInfo, ConnId, Output, Shard, Step, Time, TransportInfo};
+use super::auth::throttle;
+use super::{AuthContext, AuthInfo, Challenged, ConnId, Output, Shard, Step, Time, TransportInfo};
 
 /// A rule of the WAMP session protocol a client broke.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +33,8 @@ use super::{AuthInfo, ConnId, Output, Shard, Step, Time, TransportInfo};
 pub enum ProtocolViolation {
     /// AUTHENTICATE arrived though no CHALLENGE was sent.
     AuthenticateWithoutChallenge,
+    /// A second AUTHENTICATE for one CHALLENGE.
+    RepeatedAuthenticate,
     /// A frame's message type could not be read.
     Undecodable,
     /// ERROR from a client names a request type other than INVOCATION.
@@ -52,6 +60,7 @@ impl fmt::Display for ProtocolViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::AuthenticateWithoutChallenge => f.write_str("AUTHENTICATE without a CHALLENGE"),
+            Self::RepeatedAuthenticate => f.write_str("AUTHENTICATE repeated"),
             Self::Undecodable => f.write_str("message could not be decoded"),
             Self::ErrorForWrongRequestType(t) => {
                 write!(f, "ERROR for a {t:?} request, which clients never answer")
@@ -80,11 +89,24 @@ pub(super) struct Session {
 pub(super) enum State {
     /// Waiting for HELLO.
     Opened,
-    /// HELLO received; waiting for AUTHENTICATE (`challenged`) or a pending decision.
+    /// HELLO received; waiting for AUTHENTICATE (`challenge` is set) or a pending decision,
+    /// until `deadline`.
     Authenticating {
         realm: u16,
         hello: Box<Hello>,
-        challenged: bool,
+        /// The session id it will get (WAMP-CRA's challenge names it).
+        session: Id,
+        deadline: Time,
+        challenge: Option<Challenged>,
+        /// An AUTHENTICATE was received (a second one is a violation).
+        answered: bool,
+    },
+    /// Authentication failed; the ABORT waits for the throttle's `deadline`. Messages are
+    /// ignored meanwhile.
+    Failing {
+        deadline: Time,
+        reason: String,
+        message: String,
     },
     /// WELCOME sent.
     Established(Box<Joined>),
@@ -190,19 +212,14 @@ impl Shard {
         match (&s.state, msg) {
             (State::Opened, Message::Hello(h)) => self.hello(conn, h),
             (State::Opened, _) => self.violation(conn, ProtocolViolation::MessageBeforeHello(t)),
-            (
-                State::Authenticating {
-                    challenged: true, ..
-                },
-                Message::Authenticate(a),
-            ) => {
-                let step = self.authenticator.authenticate(&a.signature, &a.extra);
-                self.auth_step(conn, step);
+            (State::Authenticating { .. }, Message::Authenticate(a)) => {
+                self.authenticate(conn, &a.signature, &a.extra);
             }
-            (State::Authenticating { .. }, Message::Authenticate(_)) => {
-                self.violation(conn, ProtocolViolation::AuthenticateWithoutChallenge);
+            (State::Authenticating { .. } | State::Failing { .. }, Message::Abort(_)) => {
+                self.close_now(conn)
             }
-            (State::Authenticating { .. }, Message::Abort(_)) => self.close_now(conn),
+            // The ABORT is decided; what the client says until it goes out changes nothing.
+            (State::Failing { .. }, _) => {}
             (State::Authenticating { .. }, _) => {
                 self.violation(conn, ProtocolViolation::MessageWhileAuthenticating(t));
             }
@@ -270,17 +287,134 @@ impl Shard {
         // Realm count is bounded by the config, which the io crate caps far below 2^16.
         let realm = u16::try_from(realm).unwrap_or(u16::MAX);
         self.session_counter += 1;
+        let by_id = &self.by_id;
+        let session = loop {
+            let id = self.rng.global_id(self.index, self.count);
+            if !by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let deadline = self.now.plus_ms(self.config.limits.auth.timeout_ms);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let ctx = AuthContext {
+            realm: &hello.realm,
+            session,
+            counter: self.session_counter,
+            transport: &s.transport,
+            now: self.now,
+        };
+        let step = self.authenticator.start(&ctx, &hello);
+        s.state = State::Authenticating {
+            realm,
+            hello: Box::new(hello),
+            session,
+            deadline,
+            challenge: None,
+            answered: false,
+        };
+        self.auth_timers.insert((deadline, conn));
+        self.auth_step(conn, step);
+    }
+
+    /// An AUTHENTICATE while authenticating: checked against the challenge sent.
+    fn authenticate(&mut self, conn: ConnId, signature: &str, extra: &Dict) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let State::Authenticating {
+            realm,
+            hello,
+            session,
+            challenge,
+            answered,
+            ..
+        } = &mut s.state
+        else {
+            return;
+        };
+        let Some(state) = challenge.take() else {
+            let v = if *answered {
+                ProtocolViolation::RepeatedAuthenticate
+            } else {
+                ProtocolViolation::AuthenticateWithoutChallenge
+            };
+            self.violation(conn, v);
+            return;
+        };
+        *answered = true;
+        let realm_name = &self.config.realms[usize::from(*realm)].name;
+        let _ = hello;
+        let ctx = AuthContext {
+            realm: realm_name,
+            session: *session,
+            counter: self.session_counter,
+            transport: &s.transport,
+            now: self.now,
+        };
         let step = self
             .authenticator
-            .start(&hello.realm, &hello, self.session_counter);
-        if let Some(s) = self.sessions.get_mut(&conn) {
-            s.state = State::Authenticating {
-                realm,
-                hello: Box::new(hello),
-                challenged: false,
-            };
-        }
+            .authenticate(&ctx, state, signature, extra);
         self.auth_step(conn, step);
+    }
+
+    /// Authentication deadlines and held-back failure ABORTs that are due.
+    pub(super) fn fire_auth_timers(&mut self, now: Time) {
+        while let Some(&(at, conn)) = self.auth_timers.first() {
+            if at > now {
+                break;
+            }
+            self.auth_timers.remove(&(at, conn));
+            let Some(s) = self.sessions.get(&conn) else {
+                continue;
+            };
+            match &s.state {
+                State::Authenticating { deadline, .. } if *deadline == at => {
+                    let ms = self.config.limits.auth.timeout_ms;
+                    self.abort(
+                        conn,
+                        super::AUTHENTICATION_FAILED,
+                        &format!("authentication not completed within {ms} ms"),
+                    );
+                }
+                State::Failing {
+                    deadline,
+                    reason,
+                    message,
+                } if *deadline == at => {
+                    let (reason, message) = (reason.clone(), message.clone());
+                    self.abort(conn, &reason, &message);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A rejected authentication: ABORT now, or after the throttle's delay for an address
+    /// that failed too often.
+    fn auth_failed(&mut self, conn: ConnId, reason: String, message: String) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let addr = throttle::address(&s.transport.peer);
+        let delay = self
+            .throttle
+            .failure(&self.config.limits.auth, addr, self.now);
+        let Some(delay) = delay else {
+            self.abort(conn, &reason, &message);
+            return;
+        };
+        if let State::Authenticating { deadline, .. } = &s.state {
+            self.auth_timers.remove(&(*deadline, conn));
+        }
+        let deadline = self.now.plus_ms(delay);
+        s.state = State::Failing {
+            deadline,
+            reason,
+            message,
+        };
+        self.auth_timers.insert((deadline, conn));
     }
 
     pub(super) fn auth_step(&mut self, conn: ConnId, step: Step) {
@@ -290,18 +424,36 @@ impl Shard {
         let serializer = s.serializer;
         match step {
             Step::Pending => {}
-            Step::Challenge { method, extra } => {
-                if let State::Authenticating { challenged, .. } = &mut s.state {
-                    *challenged = true;
-                }
+            Step::Challenge {
+                method,
+                extra,
+                state,
+            } => {
+                let State::Authenticating {
+                    challenge,
+                    answered,
+                    ..
+                } = &mut s.state
+                else {
+                    return;
+                };
+                *challenge = Some(state);
+                *answered = false;
                 let msg = Message::Challenge(crate::message::Challenge {
                     authmethod: method,
                     extra,
                 });
                 self.send(conn, serializer, &msg);
             }
-            Step::Reject(reason) => self.abort(conn, &reason, "authentication failed"),
-            Step::Welcome(auth) => self.welcome(conn, auth),
+            Step::Reject { reason, message } => self.auth_failed(conn, reason, message),
+            Step::Welcome(auth) => {
+                if !matches!(s.state, State::Authenticating { .. }) {
+                    return;
+                }
+                let addr = throttle::address(&s.transport.peer);
+                self.throttle.success(addr);
+                self.welcome(conn, auth);
+            }
         }
     }
 
@@ -309,19 +461,24 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let State::Authenticating { realm, hello, .. } =
-            std::mem::replace(&mut s.state, State::Opened)
+        let State::Authenticating {
+            realm,
+            hello,
+            session,
+            deadline,
+            ..
+        } = std::mem::replace(&mut s.state, State::Opened)
         else {
             return;
         };
+        self.auth_timers.remove(&(deadline, conn));
         let serializer = s.serializer;
         let by_id = &self.by_id;
-        let id = loop {
-            let id = self.rng.global_id(self.index, self.count);
-            if !by_id.contains_key(&id) {
-                break id;
-            }
-        };
+        // The id chosen at HELLO, unless another session took it meanwhile.
+        let mut id = session;
+        while by_id.contains_key(&id) {
+            id = self.rng.global_id(self.index, self.count);
+        }
         let role = self.config.realms[usize::from(realm)]
             .roles
             .iter()
@@ -352,7 +509,7 @@ impl Shard {
                 authrole: Some(auth.authrole),
                 authmethod: Some(auth.authmethod),
                 authprovider: Some(auth.authprovider),
-                authextra: None,
+                authextra: auth.authextra,
                 extra: Dict::new()
                     .with(
                         "realm",

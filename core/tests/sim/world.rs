@@ -417,6 +417,7 @@ impl World {
                         TransportInfo {
                             kind: "websocket".to_owned(),
                             peer: format!("sim:{c}"),
+                            ..TransportInfo::default()
                         },
                     );
                 }

@@ -12,9 +12,11 @@
 //! What is understood: one `router` worker with `realms` (`roles`, `permissions` with `uri`,
 //! `match`, `allow`, `disclose`, `cache`; `store` of type `memory` with `event-history`) and
 //! `transports` of type `websocket`, `rawsocket`, `universal`, `web` (only `websocket` path
-//! services) and `websocket.testee`, on `tcp` or `unix` endpoints, with anonymous
-//! authentication. The router worker's `options` also take Switchyard's own `cores` (threads,
-//! one shard each, per worker process) and `workers` (router worker processes), and the
+//! services) and `websocket.testee`, on `tcp` or `unix` endpoints, with `auth` sections of
+//! static `anonymous`, `ticket`, `wampcra`, `cryptosign` and `scram` principals (secrets
+//! may be `${VAR}`/`$VAR` environment references). The router worker's `options` also take
+//! Switchyard's own `cores` (threads, one shard each, per worker process), `workers` (router
+//! worker processes) and `auth` (authentication deadline and failure throttle), and the
 //! WebSocket and RawSocket `options` take Switchyard's own `max_outbound_bytes` (the
 //! slow-consumer bound per connection, [`DEFAULT_MAX_OUTBOUND_BYTES`] when absent).
 //!
@@ -30,6 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use switchyard_core::codec::Serializer;
+pub use switchyard_core::router::AuthConfig;
 use switchyard_core::router::RouterConfig;
 
 use crate::ws::conn::Config as WsConnConfig;
@@ -54,6 +57,10 @@ pub struct NodeConfig {
     pub cores: Option<usize>,
     /// Router worker processes under the controller.
     pub workers: usize,
+    /// Every WAMP service's `auth` section, in configuration order (services name theirs
+    /// by `auth_index`): what the router's [`switchyard_core::router::Configured`]
+    /// authenticator serves.
+    pub auth: Vec<AuthConfig>,
 }
 
 /// One listening transport.
@@ -154,8 +161,11 @@ pub struct WebSocketService {
     /// The outbound bytes a connection may have queued before it is dropped as a slow
     /// consumer (Switchyard's own `options.max_outbound_bytes`).
     pub max_outbound_bytes: usize,
-    /// Authentication.
-    pub auth: AuthConfig,
+    /// Authentication (absent in the configuration: anonymous with role `anonymous`).
+    pub auth: Box<AuthConfig>,
+    /// The index of `auth` in [`NodeConfig::auth`], which the connection passes to the
+    /// router as [`switchyard_core::router::TransportInfo::auth`].
+    pub auth_index: usize,
 }
 
 /// One WAMP-over-RawSocket service.
@@ -168,24 +178,10 @@ pub struct RawSocketService {
     /// The outbound bytes a connection may have queued before it is dropped as a slow
     /// consumer (Switchyard's own `options.max_outbound_bytes`).
     pub max_outbound_bytes: usize,
-    /// Authentication.
-    pub auth: AuthConfig,
-}
-
-/// A transport's authentication methods (`auth`); absent means anonymous as `anonymous`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// Anonymous authentication and the role it gives, if enabled.
-    pub anonymous: Option<String>,
-}
-
-impl Default for AuthConfig {
-    /// Crossbar's behaviour without an `auth` section: anonymous, role `anonymous`.
-    fn default() -> Self {
-        Self {
-            anonymous: Some("anonymous".to_owned()),
-        }
-    }
+    /// Authentication (absent in the configuration: anonymous with role `anonymous`).
+    pub auth: Box<AuthConfig>,
+    /// The index of `auth` in [`NodeConfig::auth`].
+    pub auth_index: usize,
 }
 
 /// The outcome of checking a configuration: the configuration if nothing refuses it, and
@@ -314,6 +310,7 @@ pub fn default_config() -> NodeConfig {
             transports: Vec::new(),
             cores: None,
             workers: 1,
+            auth: Vec::new(),
         })
 }
 

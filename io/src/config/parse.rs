@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_core::codec::Serializer;
-use switchyard_core::router::{HistoryConfig, Permission, RealmConfig, RoleConfig, RouterConfig};
+use switchyard_core::router::{
+    AnonymousConfig, AuthLimits, CraSalt, CryptosignKeys, HistoryConfig, Limits, Permission,
+    Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf, ScramSecret,
+    TicketSecret, WampCraSecret,
+};
 use switchyard_core::uri::{validate_pattern, validate_uri, MatchPolicy, UriCheck};
 
 use super::walk::{none_known, Field, Leftover, Obj, Walk, NOT_SUPPORTED};
@@ -130,10 +134,14 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
 
     let mut cores = None;
     let mut workers = 1;
+    let mut auth_limits = AuthLimits::default();
     if let Some((path, value)) = obj.take("options") {
         if let Some(mut options) = w.obj(Field::new(value, &path)) {
             if let Some((p, v)) = options.take("cores") {
                 cores = w.int(Field::new(v, &p), 1, 1024).map(|n| n as usize);
+            }
+            if let Some((p, v)) = options.take("auth") {
+                auth_limits = auth_options(w, Field::new(v, &p));
             }
             if let Some((p, v)) = options.take("workers") {
                 workers = w.int(Field::new(v, &p), 1, 256).map_or(1, |n| n as usize);
@@ -192,14 +200,39 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
     }
     obj.finish(w, none_known);
 
+    // Number the services' `auth` sections so a connection can name its own to the router.
+    let mut auth = Vec::new();
+    for t in &mut transports {
+        let mut number = |config: &AuthConfig, index: &mut usize| {
+            *index = auth.len();
+            auth.push(config.clone());
+        };
+        if let Some(r) = &mut t.rawsocket {
+            number(&r.auth, &mut r.auth_index);
+        }
+        match &mut t.websocket {
+            WebSocketRoutes::None => {}
+            WebSocketRoutes::Any(s) => number(&s.auth, &mut s.auth_index),
+            WebSocketRoutes::Paths(paths) => {
+                for (_, s) in paths {
+                    number(&s.auth, &mut s.auth_index);
+                }
+            }
+        }
+    }
+
     Some(NodeConfig {
         router: RouterConfig {
             realms,
-            ..RouterConfig::default()
+            limits: Limits {
+                auth: auth_limits,
+                ..Limits::default()
+            },
         },
         transports,
         cores,
         workers,
+        auth,
     })
 }
 
@@ -262,7 +295,7 @@ fn store(w: &mut Walk, field: Field<'_>) -> Vec<HistoryConfig> {
         }
     }
     if let Some((path, value)) = obj.take("event-history") {
-        let max = switchyard_core::router::Limits::default().history_length as u64;
+        let max = Limits::default().history_length as u64;
         for (item_path, item) in w.list(Field::new(value, &path)).unwrap_or_default() {
             let Some(mut entry) = w.obj(Field::new(item, &item_path)) else {
                 continue;
@@ -621,14 +654,15 @@ fn ws_service(w: &mut Walk, obj: &mut Obj<'_>, testee: bool) -> WebSocketService
         opening_timeout: DEFAULT_OPENING_TIMEOUT,
         deflate: None,
         max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
-        auth: AuthConfig::default(),
+        auth: Box::new(AuthConfig::anonymous()),
+        auth_index: 0,
     };
     if !testee {
         if let Some((p, v)) = obj.take("serializers") {
             service.serializers = serializers(w, Field::new(v, &p));
         }
         if let Some((p, v)) = obj.take("auth") {
-            service.auth = auth(w, Field::new(v, &p));
+            service.auth = Box::new(auth(w, Field::new(v, &p)));
         }
     }
     if let Some((p, v)) = obj.take("options") {
@@ -790,13 +824,14 @@ fn raw_service(w: &mut Walk, obj: &mut Obj<'_>) -> RawSocketService {
         serializers: vec![Serializer::Json, Serializer::MsgPack],
         max_message_size: RAWSOCKET_MAX,
         max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
-        auth: AuthConfig::default(),
+        auth: Box::new(AuthConfig::anonymous()),
+        auth_index: 0,
     };
     if let Some((p, v)) = obj.take("serializers") {
         service.serializers = serializers(w, Field::new(v, &p));
     }
     if let Some((p, v)) = obj.take("auth") {
-        service.auth = auth(w, Field::new(v, &p));
+        service.auth = Box::new(auth(w, Field::new(v, &p)));
     }
     // RawSocket announces its limit as a power of two between 512 bytes and 16 MiB, so any
     // configured size is rounded into that range by the transport itself.
@@ -854,45 +889,60 @@ fn serializers(w: &mut Walk, field: Field<'_>) -> Vec<Serializer> {
     out
 }
 
-fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
-    let mut out = AuthConfig { anonymous: None };
+/// Switchyard's own `options.auth` of the router worker: the time from HELLO to WELCOME and
+/// the per-address failure throttle ([`AuthLimits`]); all in milliseconds but the counts.
+fn auth_options(w: &mut Walk, field: Field<'_>) -> AuthLimits {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let mut out = AuthLimits::default();
     let Some(mut obj) = w.obj(field) else {
         return out;
     };
-    if let Some((p, v)) = obj.take("anonymous") {
-        if let Some(mut anon) = w.obj(Field::new(v, &p)) {
-            if let Some((tp, tv)) = anon.take("type") {
-                match w.str(Field::new(tv, &tp)) {
-                    Some("static") | None => {}
-                    Some("dynamic") => {
-                        w.unsupported(&tp, "dynamic anonymous authentication is not yet supported")
-                    }
-                    Some(other) => {
-                        w.invalid(&tp, format!("unknown type `{other}` (static or dynamic)"))
-                    }
-                }
-            }
-            let role = match anon.take("role") {
-                Some((rp, rv)) => w.str(Field::new(rv, &rp)).unwrap_or("anonymous"),
-                None => "anonymous",
-            };
-            anon.finish(w, none_known);
-            out.anonymous = Some(role.to_owned());
-        }
+    let int = |w: &mut Walk, obj: &mut Obj<'_>, key: &'static str, min: u64, max: u64| {
+        obj.take(key)
+            .and_then(|(p, v)| w.int(Field::new(v, &p), min, max))
+    };
+    if let Some(n) = int(w, &mut obj, "timeout", 1, DAY_MS) {
+        out.timeout_ms = n;
     }
+    if let Some(n) = int(w, &mut obj, "free_failures", 0, 1_000_000) {
+        out.free_failures = n as u32;
+    }
+    if let Some(n) = int(w, &mut obj, "failure_delay", 0, DAY_MS) {
+        out.failure_delay_ms = n;
+    }
+    if let Some(n) = int(w, &mut obj, "max_failure_delay", 0, DAY_MS) {
+        out.max_failure_delay_ms = n;
+    }
+    if let Some(n) = int(w, &mut obj, "forget", 0, DAY_MS) {
+        out.forget_ms = n;
+    }
+    if let Some(n) = int(w, &mut obj, "addresses", 0, 10_000_000) {
+        out.throttled_addresses = n as usize;
+    }
+    obj.finish(w, none_known);
+    out
+}
+
+/// A transport's `auth` section, Crossbar's shape: one key per method.
+fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
+    let mut out = AuthConfig::default();
+    let Some(mut obj) = w.obj(field) else {
+        return out;
+    };
     let path = obj.path().to_owned();
-    // Every other key names a method; each gets its own verdict, so all are read here.
-    let others: Vec<(&str, String)> = obj
-        .entries()
-        .into_iter()
-        .filter(|(key, _, _)| *key != "anonymous")
-        .map(|(key, key_path, _)| (key, key_path))
-        .collect();
-    let any_other = !others.is_empty();
-    for (key, key_path) in others {
+    let entries = obj.entries();
+    if entries.is_empty() {
+        w.invalid(&path, "no authentication method configured");
+    }
+    for (key, key_path, value) in entries {
+        let field = Field::new(value, &key_path);
         match key {
-            "ticket" | "wampcra" | "tls" | "cryptosign" | "cryptosign-proxy" | "cookie"
-            | "anonymous-proxy" | "scram" => w.unsupported(
+            "anonymous" => out.anonymous = anonymous(w, field),
+            "ticket" => out.ticket = method(w, field, key, ticket_secret),
+            "wampcra" => out.wampcra = method(w, field, key, cra_secret),
+            "cryptosign" => out.cryptosign = method(w, field, key, cryptosign_keys),
+            "scram" | "wamp-scram" => out.scram = method(w, field, key, scram_secret),
+            "tls" | "cookie" | "cryptosign-proxy" | "anonymous-proxy" => w.unsupported(
                 &key_path,
                 format!("authentication method `{key}` is not yet supported"),
             ),
@@ -900,10 +950,250 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
         }
     }
     obj.finish(w, none_known);
-    if out.anonymous.is_none() && !any_other {
-        w.invalid(&path, "no authentication method configured");
-    }
     out
+}
+
+/// The `type` of a method section: `true` for `static`; other types are reported.
+fn static_type(w: &mut Walk, obj: &mut Obj<'_>) -> bool {
+    match obj.need(w, "type") {
+        Some((tp, tv)) => is_static(w, &tp, tv),
+        None => false,
+    }
+}
+
+fn is_static(w: &mut Walk, tp: &str, tv: &Value) -> bool {
+    match w.str(Field::new(tv, tp)) {
+        Some("static") => true,
+        Some("dynamic" | "function") => {
+            w.unsupported(tp, "dynamic authentication is not yet supported");
+            false
+        }
+        Some(other) => {
+            w.invalid(tp, format!("unknown type `{other}` (static or dynamic)"));
+            false
+        }
+        None => false,
+    }
+}
+
+fn anonymous(w: &mut Walk, field: Field<'_>) -> Option<AnonymousConfig> {
+    let mut obj = w.obj(field)?;
+    // Switchyard has always read a type-less `anonymous` as static.
+    let ok = match obj.take("type") {
+        Some((tp, tv)) => is_static(w, &tp, tv),
+        None => true,
+    };
+    let role = match obj.take("role") {
+        Some((rp, rv)) => w.str(Field::new(rv, &rp)).unwrap_or("anonymous"),
+        None => "anonymous",
+    };
+    if !ok {
+        // The rest of a dynamic section says nothing worth a second report.
+        obj.finish(w, |_| Leftover::Ignored("part of an unsupported method"));
+        return None;
+    }
+    obj.finish(w, none_known);
+    Some(AnonymousConfig {
+        role: role.to_owned(),
+    })
+}
+
+/// What reads one principal's proof of identity (and removes its keys from `obj`).
+type SecretReader<S> = fn(&mut Walk, &mut Obj<'_>) -> Option<S>;
+
+/// A static method section: `{"type": "static", "principals": {authid: {...}}}` (WAMP-CRA
+/// also takes Crossbar's older `users`).
+fn method<S>(
+    w: &mut Walk,
+    field: Field<'_>,
+    name: &str,
+    read: SecretReader<S>,
+) -> Option<Principals<S>> {
+    let mut obj = w.obj(field)?;
+    if !static_type(w, &mut obj) {
+        obj.finish(w, |_| Leftover::Ignored("part of an unsupported method"));
+        return None;
+    }
+    let list = obj.take("principals").or_else(|| {
+        if name == "wampcra" {
+            obj.take("users")
+        } else {
+            None
+        }
+    });
+    let mut out = Principals::new();
+    match list {
+        Some((lp, lv)) => {
+            if let Some(mut map) = w.obj(Field::new(lv, &lp)) {
+                for (authid, ap, av) in map.entries() {
+                    if let Some(p) = principal(w, Field::new(av, &ap), read) {
+                        out.insert(authid.to_owned(), p);
+                    }
+                }
+                map.finish(w, none_known);
+            }
+        }
+        None => w.invalid(obj.path(), format!("static `{name}` needs `principals`")),
+    }
+    obj.finish(w, none_known);
+    Some(out)
+}
+
+fn principal<S>(w: &mut Walk, field: Field<'_>, read: SecretReader<S>) -> Option<Principal<S>> {
+    let mut obj = w.obj(field)?;
+    let role = obj
+        .need(w, "role")
+        .and_then(|(p, v)| w.str(Field::new(v, &p)));
+    let realm = obj
+        .take("realm")
+        .and_then(|(p, v)| w.str(Field::new(v, &p)));
+    let secret = read(w, &mut obj);
+    obj.finish(w, none_known);
+    Some(Principal {
+        role: role?.to_owned(),
+        realm: realm.map(str::to_owned),
+        secret: secret?,
+    })
+}
+
+/// A secret string; `${NAME}` or `$NAME` reads environment variable `NAME`, as Crossbar
+/// allows. An unset variable is an error (the message names the variable, never a value).
+fn secret(w: &mut Walk, obj: &mut Obj<'_>, key: &'static str) -> Option<String> {
+    let (p, v) = obj.need(w, key)?;
+    let text = w.str(Field::new(v, &p))?;
+    let name = text
+        .strip_prefix("${")
+        .and_then(|t| t.strip_suffix('}'))
+        .or_else(|| text.strip_prefix('$'));
+    let is_name = |n: &str| {
+        n.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match name {
+        Some(n) if is_name(n) => match std::env::var(n) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                w.invalid(&p, format!("environment variable `{n}` is not set"));
+                None
+            }
+        },
+        _ => Some(text.to_owned()),
+    }
+}
+
+fn ticket_secret(w: &mut Walk, obj: &mut Obj<'_>) -> Option<TicketSecret> {
+    Some(TicketSecret {
+        ticket: secret(w, obj, "ticket")?,
+    })
+}
+
+fn cra_secret(w: &mut Walk, obj: &mut Obj<'_>) -> Option<WampCraSecret> {
+    let secret = secret(w, obj, "secret");
+    let salt = obj.take("salt").and_then(|(p, v)| w.str(Field::new(v, &p)));
+    let iterations = obj
+        .take("iterations")
+        .map(|(p, v)| w.int(Field::new(v, &p), 1, 100_000_000));
+    let keylen = obj
+        .take("keylen")
+        .map(|(p, v)| w.int(Field::new(v, &p), 1, 1024));
+    let salt = salt.map(|s| CraSalt {
+        salt: s.to_owned(),
+        iterations: iterations.flatten().unwrap_or(1000) as u32,
+        keylen: keylen.flatten().unwrap_or(32) as u32,
+    });
+    Some(WampCraSecret {
+        secret: secret?,
+        salt,
+    })
+}
+
+/// `n` bytes given as hex, or a reported problem.
+fn hex_bytes<const N: usize>(w: &mut Walk, path: &str, text: &str) -> Option<[u8; N]> {
+    let bytes: Option<Vec<u8>> = (text.len() == 2 * N)
+        .then(|| {
+            (0..N)
+                .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    match bytes.and_then(|b| <[u8; N]>::try_from(b).ok()) {
+        Some(b) => Some(b),
+        None => {
+            w.invalid(path, format!("expected {N} bytes as {} hex digits", 2 * N));
+            None
+        }
+    }
+}
+
+fn cryptosign_keys(w: &mut Walk, obj: &mut Obj<'_>) -> Option<CryptosignKeys> {
+    let (p, v) = obj.need(w, "authorized_keys")?;
+    let mut keys = Vec::new();
+    for (kp, k) in w.strings(Field::new(v, &p))? {
+        keys.push(hex_bytes::<32>(w, &kp, k)?);
+    }
+    if keys.is_empty() {
+        w.invalid(&p, "no authorized key listed");
+        return None;
+    }
+    Some(CryptosignKeys {
+        authorized_keys: keys,
+    })
+}
+
+fn scram_secret(w: &mut Walk, obj: &mut Obj<'_>) -> Option<ScramSecret> {
+    let (kp, kv) = obj.need(w, "kdf")?;
+    let kdf_name = w.str(Field::new(kv, &kp))?;
+    let kdf = match kdf_name {
+        "argon2id13" | "argon2id-13" => ScramKdf::Argon2id13,
+        "pbkdf2" => ScramKdf::Pbkdf2,
+        other => {
+            w.invalid(&kp, format!("unknown kdf `{other}` (argon2id13 or pbkdf2)"));
+            return None;
+        }
+    };
+    let iterations = obj
+        .need(w, "iterations")
+        .and_then(|(p, v)| w.int(Field::new(v, &p), 1, u64::from(u32::MAX)));
+    let memory = match (kdf, obj.take("memory")) {
+        (_, Some((p, v))) => w.int(Field::new(v, &p), 8, 4 << 20),
+        (ScramKdf::Argon2id13, None) => {
+            w.invalid(obj.path(), "kdf argon2id13 needs `memory` (KiB)");
+            None
+        }
+        (_, None) => Some(0),
+    };
+    let salt = obj.need(w, "salt").and_then(|(p, v)| {
+        let text = w.str(Field::new(v, &p))?;
+        let bytes: Option<Vec<u8>> = (text.len() % 2 == 0)
+            .then(|| {
+                (0..text.len() / 2)
+                    .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect()
+            })
+            .flatten();
+        if bytes.is_none() {
+            w.invalid(&p, "the salt must be hex");
+        }
+        bytes
+    });
+    let key = |w: &mut Walk, obj: &mut Obj<'_>, name: &'static str| {
+        let path = obj.key_path(name);
+        let text = secret(w, obj, name)?;
+        hex_bytes::<32>(w, &path, &text)
+    };
+    let stored_key = key(w, obj, "stored-key");
+    let server_key = key(w, obj, "server-key");
+    Some(ScramSecret {
+        kdf,
+        kdf_name: kdf_name.to_owned(),
+        iterations: iterations? as u32,
+        memory: memory? as u32,
+        salt: salt?,
+        stored_key: stored_key?,
+        server_key: server_key?,
+    })
 }
 
 fn endpoint(w: &mut Walk, field: Field<'_>) -> Option<Endpoint> {

@@ -58,6 +58,8 @@ struct Opened {
     peer_max: usize,
     /// The service's slow-consumer bound on queued outbound bytes.
     max_outbound: usize,
+    /// The service's `auth` section, by its index in the configuration.
+    auth: usize,
 }
 
 /// Serves one accepted connection to its end.
@@ -91,6 +93,7 @@ async fn serve_inner(
         deflate,
         peer_max,
         max_outbound,
+        auth,
     }) = opened?
     else {
         return linger(stream).await;
@@ -110,6 +113,8 @@ async fn serve_inner(
                 SocketAddr::V4(a) => format!("tcp4:{a}"),
                 SocketAddr::V6(a) => format!("tcp6:{a}"),
             },
+            auth,
+            channel_binding: None,
         };
         c.shard.handle_open(now, id, serializer, info);
         c.dispatch();
@@ -429,6 +434,7 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
                     deflate: compresses,
                     peer_max: 0,
                     max_outbound: service.max_outbound_bytes,
+                    auth: service.auth_index,
                 }));
             }
         }
@@ -500,6 +506,7 @@ async fn open_raw(
                     deflate: false,
                     peer_max: peer_max_message_size,
                     max_outbound: service.max_outbound_bytes,
+                    auth: service.auth_index,
                 }));
             }
             Some(rawsocket::Event::Failed(e)) => {

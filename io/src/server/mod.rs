@@ -47,7 +47,7 @@ use monoio::net::TcpListener;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
-use switchyard_core::router::{Shard, ShardConfig};
+use switchyard_core::router::{AuthConfig, Configured, Entropy, Shard, ShardConfig};
 
 use self::core::{Core, Link, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
 use crate::config::{Endpoint, NodeConfig, Transport, TransportKind, WebSocketRoutes};
@@ -362,6 +362,51 @@ pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpLi
     Ok(socket.into())
 }
 
+/// The router's authenticator for one core: every service's `auth` section at the index
+/// the configuration gave it (each core serves every transport, so its listeners name them
+/// all), and 32 bytes of OS randomness of its own for challenges and nonces.
+fn authenticator(
+    listeners: &[(std::net::TcpListener, Transport)],
+    start: Instant,
+) -> io::Result<Configured> {
+    let mut table: Vec<AuthConfig> = Vec::new();
+    let mut put = |index: usize, auth: &AuthConfig| {
+        if table.len() <= index {
+            table.resize(index + 1, AuthConfig::default());
+        }
+        table[index] = auth.clone();
+    };
+    for (_, t) in listeners {
+        if let Some(r) = &t.rawsocket {
+            put(r.auth_index, &r.auth);
+        }
+        match &t.websocket {
+            WebSocketRoutes::None => {}
+            WebSocketRoutes::Any(s) => put(s.auth_index, &s.auth),
+            WebSocketRoutes::Paths(paths) => {
+                for (_, s) in paths {
+                    put(s.auth_index, &s.auth);
+                }
+            }
+        }
+    }
+    let mut seed = [0u8; 32];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    }
+    // WAMP-CRA challenges carry a wall-clock timestamp; the shard's clock counts from `start`.
+    let since_start = u64::try_from(start.elapsed().as_micros()).unwrap_or(0);
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    Ok(Configured::new(
+        table,
+        Entropy::from_seed(seed),
+        unix_now.saturating_sub(since_start),
+    ))
+}
+
 /// A seed for the shards' id generators, from the standard library's per-process random
 /// hasher keys (the OS random source), so ids differ between runs.
 fn random_seed() -> u64 {
@@ -405,11 +450,12 @@ fn core_thread(
                 monoio::spawn(Rc::clone(link).pump());
             }
         }
-        let shard = if layout.rejoin {
+        let mut shard = if layout.rejoin {
             Shard::rejoin(shard_config)
         } else {
             Shard::new(shard_config)
         };
+        shard.set_authenticator(Box::new(authenticator(&listeners, start)?));
         let core = Rc::new(RefCell::new(Core::new(shard, local, start, layout.worker)));
         for (to, fd) in remote {
             if let Err(e) = link::install(&core, to, fd) {
