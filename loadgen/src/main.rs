@@ -351,7 +351,9 @@ fn run(
         anyhow::bail!("cannot run: {b}");
     }
     let setup = args.setup.unwrap_or(match &scenario {
-        Scenario::Connect(c) => c.sessions as f64 / c.rate.max(1e-3) + 5.0,
+        // Twice the nominal time plus a margin: a busy machine joins more slowly than asked,
+        // and a session joining after the broadcast would miss it.
+        Scenario::Connect(c) => 2.0 * c.sessions as f64 / c.rate.max(1e-3) + 10.0,
         // Slow routers (Crossbar joins a few hundred sessions per second) need the time.
         _ => 3.0 + conns as f64 / 200.0,
     });

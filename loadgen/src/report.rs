@@ -22,6 +22,9 @@ pub struct Report {
     pub figures: std::collections::BTreeMap<String, f64>,
     /// The merged statistics.
     pub stats: Stats,
+    /// The end of setup and the end of the measured window on the monotonic clock
+    /// ([`crate::sys::now_ns`]): in `connect`, the sessions sit idle between the two.
+    pub idle_window_ns: (u64, u64),
 }
 
 fn us(ns: u64) -> String {
@@ -199,6 +202,7 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
         }
     }
     let mut r = Report {
+        idle_window_ns: (t.setup_end, t.measure_end),
         figures,
         scenario: plan.scenario.name().into(),
         url: plan.common.url.clone(),
@@ -227,6 +231,7 @@ mod tests {
             rows: latency_rows("call", &l),
             figures: Default::default(),
             stats,
+            idle_window_ns: (0, 0),
         };
         r.add_failures();
         let t = r.table();

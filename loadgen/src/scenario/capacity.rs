@@ -77,36 +77,48 @@ pub struct Verdict {
     pub rss_base_kib: u64,
     /// The router's highest RSS (all its processes) sampled during the run, in KiB.
     pub rss_peak_kib: u64,
+    /// Sessions that joined.
+    pub joined: u64,
+    /// The router's RSS while the sessions sat idle (the highest sample between setup and
+    /// the broadcast), in KiB.
+    pub rss_idle_kib: u64,
+    /// The cgroup's usage while the sessions sat idle (likewise), in bytes.
+    pub cgroup_idle: u64,
     /// Why it failed, one sentence per check that failed.
     pub reasons: Vec<String>,
 }
 
 impl Verdict {
-    /// User-space memory per session: the router's RSS growth over the sessions, in bytes.
+    /// User-space memory per idle session: the router's RSS growth from its start to the
+    /// idle hold, over the sessions that joined, in bytes.
     pub fn rss_per_session(&self) -> f64 {
-        self.rss_peak_kib.saturating_sub(self.rss_base_kib) as f64 * 1024.0
-            / self.sessions.max(1) as f64
+        self.rss_idle_kib.saturating_sub(self.rss_base_kib) as f64 * 1024.0
+            / self.joined.max(1) as f64
     }
 
-    /// The cgroup's growth (user and kernel memory it accounts) per session, in bytes.
+    /// The cgroup's growth (user and kernel memory it accounts) from the router's start to
+    /// the idle hold, per joined session, in bytes.
     pub fn cgroup_per_session(&self) -> f64 {
-        self.peak.saturating_sub(self.cgroup_base) as f64 / self.sessions.max(1) as f64
+        self.cgroup_idle.saturating_sub(self.cgroup_base) as f64 / self.joined.max(1) as f64
     }
 
     /// The verdict and its figures, for the terminal.
     pub fn summary(&self) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         format!(
-            "{}: {} sessions; cgroup peak {:.1} MiB of {:.1} MiB (at start {:.1} MiB; {:.0} B per session); router RSS {:.1} MiB at start, {:.1} MiB at most ({:.0} B per session){}",
+            "{}: {} of {} sessions joined; cgroup peak {:.1} MiB of {:.1} MiB (start {:.1} MiB, idle hold {:.1} MiB: {:.0} B per session); router RSS start {:.1} MiB, idle hold {:.1} MiB ({:.0} B per session), highest {:.1} MiB{}",
             if self.pass { "PASS" } else { "FAIL" },
+            self.joined,
             self.sessions,
             mib(self.peak),
             mib(self.limit),
             mib(self.cgroup_base),
+            mib(self.cgroup_idle),
             self.cgroup_per_session(),
             self.rss_base_kib as f64 / 1024.0,
-            self.rss_peak_kib as f64 / 1024.0,
+            self.rss_idle_kib as f64 / 1024.0,
             self.rss_per_session(),
+            self.rss_peak_kib as f64 / 1024.0,
             if self.reasons.is_empty() {
                 String::new()
             } else {
@@ -210,11 +222,18 @@ impl Cgroup {
         }
     }
 
-    fn usage(&self) -> u64 {
+    fn usage_file(&self) -> PathBuf {
         match self {
-            Self::V1(_) => self.read("memory.usage_in_bytes"),
-            Self::V2(_) => self.read("memory.current"),
+            Self::V1(d) => d.join("memory.usage_in_bytes"),
+            Self::V2(d) => d.join("memory.current"),
         }
+    }
+
+    fn usage(&self) -> u64 {
+        fs::read_to_string(self.usage_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     fn peak(&self) -> u64 {
@@ -280,19 +299,28 @@ pub fn run(
             .sum()
     };
     let mut bases = (0, 0);
-    let rss_peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // (time, router RSS in KiB, cgroup usage in bytes), every 250 ms while the load runs.
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u64, u64)>::new()));
     let stop_sampler = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let usage_file = cg.usage_file();
     let result = (|| {
         wait_listening(&mut child, target)?;
         // Worker processes may still be starting when the first listens.
         std::thread::sleep(Duration::from_millis(500));
         bases = (cg.usage(), tree_rss());
         let sampler = {
-            let (peak, stop) = (rss_peak.clone(), stop_sampler.clone());
+            let (samples, stop) = (samples.clone(), stop_sampler.clone());
             std::thread::spawn(move || {
                 use std::sync::atomic::Ordering;
                 while !stop.load(Ordering::SeqCst) {
-                    peak.fetch_max(tree_rss(), Ordering::SeqCst);
+                    let usage = fs::read_to_string(&usage_file)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0);
+                    let sample = (crate::sys::now_ns(), tree_rss(), usage);
+                    if let Ok(mut v) = samples.lock() {
+                        v.push(sample);
+                    }
                     std::thread::sleep(Duration::from_millis(250));
                 }
             })
@@ -347,6 +375,14 @@ pub fn run(
     if hits > 0 || peak > cfg.memory {
         reasons.push(format!("the memory limit was hit {hits} times"));
     }
+    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    let (idle_from, idle_to) = report.idle_window_ns;
+    let idle = samples
+        .iter()
+        .filter(|(t, _, _)| (idle_from..idle_to).contains(t));
+    let rss_idle_kib = idle.clone().map(|s| s.1).max().unwrap_or(0);
+    let cgroup_idle = idle.map(|s| s.2).max().unwrap_or(0);
+    let rss_peak_kib = samples.iter().map(|s| s.1).max().unwrap_or(0);
     Ok(Verdict {
         pass: reasons.is_empty(),
         peak,
@@ -354,7 +390,10 @@ pub fn run(
         sessions: cfg.sessions,
         cgroup_base: bases.0,
         rss_base_kib: bases.1,
-        rss_peak_kib: rss_peak.load(std::sync::atomic::Ordering::SeqCst),
+        rss_peak_kib,
+        joined: s.counter("sessions_open"),
+        rss_idle_kib,
+        cgroup_idle,
         reasons,
     })
 }

@@ -23,6 +23,11 @@ use crate::sys::now_ns;
 /// The topic the broadcast goes to.
 pub const BROADCAST_TOPIC: &str = "com.switchyard.load.broadcast";
 
+/// Sessions of one executor that may be connecting, handshaking and subscribing at once:
+/// past it, a session waits for its turn instead of piling up handshakes a busy router
+/// cannot answer before the connect timeout (its wait counts in the connect latency).
+pub const MAX_CONNECTING: u64 = 256;
+
 /// The procedure the sampled sessions call.
 pub const SAMPLE_PROCEDURE: &str = "com.switchyard.load.sample";
 
@@ -62,11 +67,12 @@ impl Config {
 /// Runs one shard's sessions; shard 0 also runs the broadcaster.
 pub async fn run_shard(shard: Shard, c: Config) -> Stats {
     let stats = Rc::new(RefCell::new(Stats::default()));
+    let gate = Rc::new(glommio::sync::Semaphore::new(MAX_CONNECTING));
     let mut tasks = Vec::new();
     for i in shard.owned(c.sessions) {
-        let (shard, c, stats) = (shard.clone(), c.clone(), stats.clone());
+        let (shard, c, stats, gate) = (shard.clone(), c.clone(), stats.clone(), gate.clone());
         tasks.push(glommio::spawn_local(async move {
-            session(&shard, &c, i, &stats).await
+            session(&shard, &c, i, &stats, &gate).await
         }));
     }
     if shard.index == 0 {
@@ -100,11 +106,19 @@ pub async fn run_shard(shard: Shard, c: Config) -> Stats {
         .unwrap_or_else(|rc| rc.borrow().clone())
 }
 
-async fn session(shard: &Shard, c: &Config, i: u64, stats: &RefCell<Stats>) {
+async fn session(
+    shard: &Shard,
+    c: &Config,
+    i: u64,
+    stats: &RefCell<Stats>,
+    gate: &glommio::sync::Semaphore,
+) {
     let t = shard.plan.timeline();
     let due = t.start + (i as f64 * 1e9 / c.rate.max(1e-3)) as u64;
     sleep_until(due).await;
     let t0 = now_ns();
+    // The semaphore is never closed, so acquiring only waits.
+    let permit = gate.acquire_permit(1).await;
     let connect = Session::connect(&shard.target, Some(shard.source(i)), shard.seed(i));
     let timeout = (c.connect_timeout_secs * 1e9) as u64;
     let res = futures_lite::future::or(async { Some(connect.await) }, async {
@@ -123,6 +137,7 @@ async fn session(shard: &Shard, c: &Config, i: u64, stats: &RefCell<Stats>) {
             return fail(shard, stats, &format!("subscribe:{}", e.cause()));
         }
     }
+    drop(permit);
     shard.progress.sessions.fetch_add(1, Ordering::Relaxed);
     stats.borrow_mut().add("sessions_open", 1);
     if now_ns() > t.setup_end {
