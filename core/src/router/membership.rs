@@ -149,8 +149,14 @@ impl Shard {
         self.joiners_seen.retain(|s| *s != from);
         self.joiners_seen.push(from);
         self.join_queue.retain(|j| j.0 != from);
-        if self.live[usize::from(from)] {
-            // The joiner restarted before anyone reported its death: drop its old life.
+        // The joiner restarted before anyone reported its death: drop its old life. A
+        // syncing shard has nothing of a shard whose snapshot it has not applied (it may
+        // only have heard from that joiner), so there is no old life to drop.
+        let had_life = match &self.sync {
+            Some(sync) => sync.snapped.contains(&from),
+            None => true,
+        };
+        if had_life && self.live[usize::from(from)] {
             self.handle_shard_down(now, from);
         }
         self.learn_running(from);
@@ -468,8 +474,9 @@ impl Shard {
     }
 
     /// Membership bookkeeping when `shard` is reported dead (called whether or not this
-    /// shard counted it as live; `was_live` says which).
-    pub(super) fn membership_down(&mut self, shard: u16, was_live: bool) {
+    /// shard counted it as live; `was_live` says which; `real` is false for a joiner that
+    /// gave up, which owned nothing).
+    pub(super) fn membership_down(&mut self, shard: u16, was_live: bool, real: bool) {
         if let Some(l) = self.served_live.get_mut(usize::from(shard)) {
             *l = false;
         }
@@ -484,7 +491,7 @@ impl Shard {
         // A joiner's servers may have left out the keys the dead shard owned.
         if let Some(sync) = &mut self.sync {
             sync.resync_wait.retain(|w| w.0 != shard);
-            if was_live && sync.blocked_on.is_none() {
+            if was_live && real && sync.blocked_on.is_none() {
                 let round = sync.round;
                 let servers: Vec<u16> = (0..self.count)
                     .filter(|s| *s != self.index && *s != shard && self.live[usize::from(*s)])

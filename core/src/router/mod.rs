@@ -473,6 +473,10 @@ impl Shard {
         self.early_gone.retain(|p| p.0 != shard);
         if was_live && real {
             self.broadcast(&PeerMsg::Gone { shard });
+        }
+        // A syncing shard cannot match its senders' `Gone`s (those of deaths before it
+        // started never reach it): it relies on the round filter and on snapshots instead.
+        if was_live && real && self.sync.is_none() {
             for o in 0..self.count {
                 if o == self.index || o == shard || !self.live[usize::from(o)] {
                     continue;
@@ -489,7 +493,7 @@ impl Shard {
             self.dealer_shard_down(shard);
             self.meta_shard_down(shard);
         }
-        self.membership_down(shard, was_live);
+        self.membership_down(shard, was_live, real);
         self.snapshot_arrived(shard);
         self.serve_next();
         self.drain_loopback();
