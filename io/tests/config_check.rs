@@ -454,3 +454,55 @@ fn max_outbound_bytes_is_read_and_bounded() {
         ],
     );
 }
+
+#[test]
+fn auth_sections_in_crossbars_shapes() {
+    let t = "workers[0].transports[0].auth";
+    let auth = |auth: Value| {
+        with_transports(json!([{"type": "websocket", "endpoint": tcp(1), "auth": auth}]))
+    };
+    // Every static method, a secret from the environment ($HOME is always set), salted
+    // WAMP-CRA defaults, and the services' `auth` numbered in the node's table.
+    let good = auth(json!({
+        "ticket": {"type": "static", "principals": {"joe": {"ticket": "${HOME}", "role": "r", "realm": "realm1"}}},
+        "wampcra": {"type": "static", "users": {"p": {"secret": "s", "role": "r", "salt": "x"}}},
+        "cryptosign": {"type": "static", "principals": {"a": {"role": "r", "authorized_keys": ["00".repeat(32)]}}},
+        "scram": {"type": "static", "principals": {"c": {"role": "r", "kdf": "pbkdf2", "iterations": 10,
+            "salt": "0011", "stored-key": "11".repeat(32), "server-key": "22".repeat(32)}}}
+    }));
+    check(good.clone(), &[]);
+    let config = check_value(&good).config.unwrap();
+    assert_eq!(config.auth.len(), 1);
+    let a = &config.auth[0];
+    let joe = &a.ticket.as_ref().unwrap()["joe"];
+    assert_eq!(joe.secret.ticket, std::env::var("HOME").unwrap());
+    assert_eq!(
+        (joe.role.as_str(), joe.realm.as_deref()),
+        ("r", Some("realm1"))
+    );
+    let salt = a.wampcra.as_ref().unwrap()["p"]
+        .secret
+        .salt
+        .clone()
+        .unwrap();
+    assert_eq!((salt.iterations, salt.keylen), (1000, 32));
+    assert!(a.anonymous.is_none());
+    // Each broken rule is named by path; no value of a secret appears.
+    check(
+        auth(json!({
+            "ticket": {"type": "static", "principals": {"joe": {"ticket": "${SWITCHYARD_SURELY_UNSET_VARIABLE}", "role": "r"}}},
+            "wampcra": {"type": "dynamic", "authenticator": "com.example.auth"},
+            "cryptosign": {"type": "static", "principals": {"a": {"role": "r", "authorized_keys": ["abc"]}}},
+            "scram": {"type": "static", "principals": {"c": {"role": "r", "kdf": "argon2id13", "iterations": 1,
+                "salt": "00", "stored-key": "11", "server-key": "22".repeat(32)}}}
+        })),
+        &[
+            &format!("{t}.cryptosign.principals.a.authorized_keys[0]: expected 32 bytes as 64 hex digits"),
+            &format!("{t}.scram.principals.c: kdf argon2id13 needs `memory` (KiB)"),
+            &format!("{t}.scram.principals.c.stored-key: expected 32 bytes as 64 hex digits"),
+            &format!("{t}.ticket.principals.joe.ticket: environment variable `SWITCHYARD_SURELY_UNSET_VARIABLE` is not set"),
+            &format!("{t}.wampcra.type: dynamic authentication is not yet supported"),
+            &format!("{t}.wampcra.authenticator: ignored: part of an unsupported method"),
+        ],
+    );
+}

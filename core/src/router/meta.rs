@@ -816,16 +816,22 @@ fn session_details(j: &Joined, transport: &super::TransportInfo, created: Option
         Some(c) => d.with("created", c.as_str()),
         None => d,
     };
-    d.with("authid", j.auth.authid.as_str())
+    let d = d
+        .with("authid", j.auth.authid.as_str())
         .with("authrole", j.auth.authrole.as_str())
         .with("authmethod", j.auth.authmethod.as_str())
-        .with("authprovider", j.auth.authprovider.as_str())
-        .with(
-            "transport",
-            Dict::new()
-                .with("type", transport.kind.as_str())
-                .with("peer", transport.peer.as_str()),
-        )
+        .with("authprovider", j.auth.authprovider.as_str());
+    // `authextra` as WELCOME carried it (Crossbar's session details have it too).
+    let d = match &j.auth.authextra {
+        Some(extra) => d.with("authextra", extra.clone()),
+        None => d,
+    };
+    d.with(
+        "transport",
+        Dict::new()
+            .with("type", transport.kind.as_str())
+            .with("peer", transport.peer.as_str()),
+    )
 }
 
 fn internal_publication(
