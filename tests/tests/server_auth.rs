@@ -9,14 +9,17 @@
 //! role is denied exactly what its permissions deny (exact, prefix and wildcard URIs) and
 //! that `wamp.session.get` carries the authentication facts.
 //!
-//! What it does not cover: Autobahn|JS (not written yet), the failure throttle and the
+//! Autobahn|JS (`tests/clients/js/auth_checks.js`, WebSocket/JSON) joins with ticket, WAMP-CRA
+//! (plain and salted) and cryptosign and is refused with wrong secrets and unknown authids.
+//!
+//! What it does not cover: SCRAM from Autobahn|JS (it has none), the failure throttle and the
 //! challenge deadline end to end (unit tests in `core/src/router/auth/tests.rs` do), TLS
 //! channel binding (no TLS transport yet).
 
 use std::process::Command;
 
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, python, workspace_root, ClientRun, Node};
+use switchyard_tests::{free_port, node_js, python, workspace_root, ClientRun, Node};
 
 fn config(ws: u16, raw: u16) -> Value {
     let deny = json!({"call": false, "register": false, "publish": false, "subscribe": false});
@@ -103,4 +106,15 @@ fn autobahn_python_authenticates_with_every_method() {
             "{transport}/{serializer}"
         );
     }
+    let mut cmd = node_js();
+    cmd.arg("auth_checks.js")
+        .args(["--ws-port", &ws.to_string()]);
+    let run = ClientRun::run(cmd);
+    assert!(
+        run.status.success(),
+        "Autobahn|JS failed after {:?}:\n{}",
+        run.checks(),
+        run.stderr
+    );
+    assert_eq!(run.checks(), ["ticket", "wampcra", "cryptosign"]);
 }
