@@ -14,6 +14,7 @@ use super::super::*;
 use super::throttle::{address, Throttle};
 use super::wampcra::timestamp;
 use crate::codec::{self, Serializer};
+use crate::message::{Dict, Hello};
 
 // ---- vectors ----
 
@@ -843,4 +844,48 @@ fn secrets_stay_out_of_debug_output() {
     for secret in ["t0p", CRA_PASSWORD] {
         assert!(!text.contains(secret), "{text}");
     }
+}
+
+/// Challenges with a ticket, then leaves the AUTHENTICATE undecided, as a dynamic
+/// authenticator does while its procedure runs.
+#[derive(Debug)]
+struct Undecided(Configured);
+
+impl Authenticator for Undecided {
+    fn start(&mut self, ctx: &AuthContext<'_>, hello: &Hello) -> Step {
+        self.0.start(ctx, hello)
+    }
+
+    fn authenticate(&mut self, _: &AuthContext<'_>, _: Challenged, _: &str, _: &Dict) -> Step {
+        Step::Pending
+    }
+}
+
+#[test]
+fn a_second_authenticate_while_the_first_is_undecided_is_a_violation() {
+    let mut w = One::new();
+    w.shard
+        .set_authenticator(Box::new(Undecided(Configured::new(
+            vec![AuthConfig::anonymous(), config()],
+            Entropy::from_seed([3; 32]),
+            0,
+        ))));
+    w.hello(1, PEER, hello(&["ticket"], Some("joe"), json!({})));
+    assert!(w.send(1, &authenticate("t0p")).is_empty());
+    let m = w.send(1, &authenticate("t0p"));
+    aborted(&m, "wamp.error.protocol_violation");
+    assert_eq!(m[0][1]["message"], "AUTHENTICATE repeated");
+    // The late decision for a session that is gone changes nothing.
+    w.shard.handle_auth_result(
+        w.now,
+        ConnId(1),
+        Step::Welcome(AuthInfo {
+            authid: "joe".into(),
+            authrole: "frontend".into(),
+            authmethod: "ticket".into(),
+            authprovider: "static".into(),
+            authextra: None,
+        }),
+    );
+    assert!(w.drain(1).is_empty());
 }
