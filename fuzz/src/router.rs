@@ -227,6 +227,7 @@ impl World {
                 retained_topics: 2,
                 testaments_per_session: 2,
                 auth: AuthLimits::default(),
+                ..Limits::default()
             },
         });
         let shards = (0..SHARDS)

@@ -207,11 +207,9 @@ fn unsupported_keys_are_each_named_by_path() {
             "controller.id: ignored: the node id names the node in Crossbar's management API",
             "controller.options: ignored: the controller section is not used by Switchyard",
             "workers[0].options.cpu_affinity: not supported by Switchyard",
-            "workers[0].realms[0].roles[0].authorizer: dynamic authorizers are not yet supported",
             "workers[0].realms[0].store.call-queue: call queues are not supported",
             "workers[0].transports[0].endpoint.tls.dhparam: ignored: rustls uses ECDHE key exchange only; DH parameters are not used",
             "workers[0].transports[0].endpoint.tls: TLS is not yet supported by this build",
-            "workers[0].transports[0].auth.cookie: authentication method `cookie` is not yet supported",
             "workers[0].transports[0].options.allowed_origins: origin checking is not yet supported (only [\"*\"])",
             "workers[0].transports[0].options.auto_fragment_size: ignored: outgoing messages are sent unfragmented (invisible to WAMP)",
             "workers[0].transports[1].paths[\"/\"].type: web service type `static` is not yet supported",
@@ -503,6 +501,83 @@ fn auth_sections_in_crossbars_shapes() {
             &format!("{t}.ticket.principals.joe.ticket: environment variable `SWITCHYARD_SURELY_UNSET_VARIABLE` is not set"),
             &format!("{t}.wampcra.type: dynamic authentication is not yet supported"),
             &format!("{t}.wampcra.authenticator: ignored: part of an unsupported method"),
+        ],
+    );
+}
+
+#[test]
+fn dynamic_authentication_and_authorization_are_read() {
+    let config = json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "options": {"dynamic_auth_timeout": 2500},
+            "realms": [{"name": "realm1", "roles": [
+                {"name": "user", "authorizer": "com.example.authorize"}
+            ]}],
+            "transports": [{
+                "type": "websocket",
+                "endpoint": tcp(8080),
+                "auth": {
+                    "anonymous": {"type": "dynamic", "authenticator": "com.example.anon"},
+                    "ticket": {
+                        "type": "dynamic",
+                        "authenticator": "com.example.authenticate",
+                        "authenticator-realm": "realm1",
+                        "default-role": "user"
+                    }
+                }
+            }]
+        }]
+    });
+    check(config.clone(), &[]);
+    let node = check_value(&config).config.expect("valid");
+    assert_eq!(node.router.limits.router_call_timeout_ms, 2500);
+    let role = &node.router.realms[0].roles[0];
+    assert_eq!(role.authorizer.as_deref(), Some("com.example.authorize"));
+    let WebSocketRoutes::Any(service) = &node.transports[0].websocket else {
+        panic!("a websocket service");
+    };
+    let ticket = service
+        .auth
+        .ticket_dynamic
+        .as_ref()
+        .expect("dynamic ticket");
+    assert_eq!(ticket.authenticator, "com.example.authenticate");
+    assert_eq!(ticket.authenticator_realm.as_deref(), Some("realm1"));
+    assert_eq!(ticket.default_role.as_deref(), Some("user"));
+    let anon = service
+        .auth
+        .anonymous_dynamic
+        .as_ref()
+        .expect("dynamic anonymous");
+    assert_eq!(anon.authenticator, "com.example.anon");
+    assert_eq!(service.auth.anonymous, None);
+}
+
+#[test]
+fn dynamic_configuration_errors_name_the_path() {
+    let config = json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "realms": [{"name": "realm1", "roles": [
+                {"name": "user", "authorizer": "not a uri",
+                 "permissions": [{"uri": "a", "allow": {"call": true}}]}
+            ]}],
+            "transports": [{
+                "type": "websocket",
+                "endpoint": tcp(8080),
+                "auth": {"ticket": {"type": "dynamic"}}
+            }]
+        }]
+    });
+    check(
+        config,
+        &[
+            "workers[0].realms[0].roles[0].authorizer: `not a uri` is not a valid procedure URI",
+            "workers[0].realms[0].roles[0].authorizer: a role has either `permissions` or an `authorizer`, not both",
+            "workers[0].transports[0].auth.ticket.authenticator: missing mandatory key",
         ],
     );
 }

@@ -62,6 +62,7 @@ impl RealmConfig {
             roles: vec![RoleConfig {
                 name: "anonymous".to_owned(),
                 permissions: vec![Permission::all("", MatchPolicy::Prefix)],
+                authorizer: None,
             }],
             history: Vec::new(),
         }
@@ -84,6 +85,10 @@ pub struct RoleConfig {
     pub name: String,
     /// What the role may do, per URI pattern; the best match (as for registrations) decides.
     pub permissions: Vec<Permission>,
+    /// A dynamic authorizer (Crossbar's `authorizer`): the procedure, registered by a
+    /// component in the same realm, that decides each action of the role's sessions in
+    /// place of `permissions`.
+    pub authorizer: Option<String>,
 }
 
 /// What a role may do on URIs matching one pattern.
@@ -155,6 +160,19 @@ pub struct Limits {
     pub testaments_per_session: usize,
     /// How long authentication may take and how repeated failures are slowed down.
     pub auth: AuthLimits,
+    /// Calls the router itself may have in flight per shard (dynamic authenticator and
+    /// authorizer calls); past it the authentication or the action is denied.
+    pub router_calls: usize,
+    /// How long the router waits for a dynamic authenticator or authorizer, in ms; no
+    /// answer by then denies.
+    pub router_call_timeout_ms: u64,
+    /// Messages a session may send while its dynamic authorizer decides an earlier one
+    /// (they wait, in order); past it the session is aborted with
+    /// `wamp.error.limit_exceeded`.
+    pub held_messages_per_session: usize,
+    /// Authorizer decisions cached per session (`cache: true` answers); past it the
+    /// session's cache starts over.
+    pub authorization_cache_per_session: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +189,10 @@ impl Default for Limits {
             retained_topics: 100_000,
             testaments_per_session: 64,
             auth: AuthLimits::default(),
+            router_calls: 4096,
+            router_call_timeout_ms: 10_000,
+            held_messages_per_session: 1024,
+            authorization_cache_per_session: 1024,
         }
     }
 }
@@ -230,6 +252,12 @@ pub struct AuthConfig {
     /// `scram` (WAMP-SCRAM, `wamp-scram` on the wire too): static principals with their
     /// SCRAM credentials.
     pub scram: Option<Principals<ScramSecret>>,
+    /// `anonymous` with `"type": "dynamic"`: the authenticator procedure decides.
+    pub anonymous_dynamic: Option<super::DynamicConfig>,
+    /// `ticket` with `"type": "dynamic"`: the authenticator procedure decides.
+    pub ticket_dynamic: Option<super::DynamicConfig>,
+    /// `cookie`: a connection whose tracking cookie is bound joins as its principal.
+    pub cookie: bool,
 }
 
 impl AuthConfig {

@@ -10,12 +10,21 @@
 //! call (with the callee's shard, for CANCEL and timeouts), the callee's session holds an
 //! [`InCall`] per INVOCATION (with the caller's shard and ids, for the way back).
 //!
+//! The router itself can call a procedure ([`Shard::router_call`]): the dynamic
+//! authenticator and authorizer are procedures registered by components. Such a call uses
+//! the same cross-shard path as a session's, with [`Shard`]'s reserved caller id
+//! (`router_caller`, never given to a session); its RESULT or ERROR, or its timeout, comes
+//! back as a [`RouterCallOutcome`] to the [`CallPurpose`] that made it. Every router call
+//! has a deadline and their number in flight is bounded ([`super::Limits::router_calls`]).
+//!
 //! What it does not do yet: sharded registrations, registration revocation, call
 //! re-routing; `roundrobin` rotates per caller shard (each shard keeps its own cursor).
 
+use crate::codec::Serializer;
 use crate::hash::Map;
 use crate::id::Id;
 use crate::matcher::Matcher;
+use crate::message::Value;
 use crate::message::{
     Call, CallResult, Cancel, CancelMode, Dict, ErrorMessage, Interrupt, InterruptOptions,
     Invocation, InvocationDetails, InvokePolicy, Message, MessageType, Payload, Register,
@@ -53,6 +62,44 @@ impl RealmDealer {
     pub(super) fn best(&self, uri: &str) -> Option<Id> {
         self.regs.best_match(uri).map(|m| *m.value)
     }
+}
+
+/// Why the router made a call: where its outcome goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum CallPurpose {
+    /// The dynamic authenticator, for the session authenticating on `conn`.
+    Authenticate {
+        /// The authenticating connection.
+        conn: ConnId,
+        /// What the answer is read with.
+        auth: super::dynauth::PendingAuth,
+    },
+    /// The dynamic authorizer, for the action held by the session on `conn`.
+    Authorize {
+        /// The session's connection.
+        conn: ConnId,
+        /// The session id (a new session on a reused connection id must not get it).
+        session: Id,
+    },
+}
+
+/// How a router call ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum RouterCallOutcome {
+    /// The callee answered: the result's positional and keyword arguments.
+    Result(Vec<Value>, Dict),
+    /// The callee (or the dealer) answered with an ERROR: its URI and first argument.
+    Error(String, Option<String>),
+    /// No answer before the deadline.
+    Timeout,
+}
+
+/// A call the router made and waits on.
+#[derive(Debug)]
+pub(super) struct RouterCall {
+    purpose: CallPurpose,
+    callee_shard: u16,
+    deadline: Time,
 }
 
 /// A call a caller on this shard waits on.
@@ -553,10 +600,7 @@ impl Shard {
             .is_some_and(|p| p.disclose_caller)
             .then(|| (j.auth.authid.clone(), j.auth.authrole.clone()));
         let (caller, realm) = (j.id, j.realm);
-        let d = &mut self.realms[usize::from(realm)].dealer;
-        let Some((reg_id, g)) = d
-            .best(&m.procedure)
-            .and_then(|id| d.by_id.get_mut(&id).map(|g| (id, g)))
+        let Some((reg_id, callee_shard, callee, pattern)) = self.pick_callee(realm, &m.procedure)
         else {
             self.send_error(
                 conn,
@@ -567,19 +611,6 @@ impl Shard {
             );
             return;
         };
-        let n = g.callees.len();
-        let pick = match g.invoke {
-            InvokePolicy::Single | InvokePolicy::First => 0,
-            InvokePolicy::Last => n - 1,
-            InvokePolicy::RoundRobin => {
-                let i = g.next % n;
-                g.next = g.next.wrapping_add(1);
-                i
-            }
-            InvokePolicy::Random => self.rng.below(n as u64) as usize,
-        };
-        let g = &self.realms[usize::from(realm)].dealer.by_id[&reg_id];
-        let (callee_shard, callee) = g.callees[pick];
         if callee_shard != self.index
             && self.calls_to[usize::from(callee_shard)]
                 >= self.config.limits.in_flight_peer_requests
@@ -595,7 +626,7 @@ impl Shard {
             );
             return;
         }
-        let procedure = (g.policy != MatchPolicy::Exact).then(|| m.procedure.clone());
+        let procedure = pattern.then(|| m.procedure.clone());
         let timeout = m.options.timeout.unwrap_or(0);
         let deadline = (timeout > 0).then(|| self.now.plus_ms(timeout));
         if let Some(d) = deadline {
@@ -628,6 +659,104 @@ impl Shard {
             payload: m.payload,
         };
         self.send_peer(callee_shard, PeerMsg::Invoke(Box::new(invoke)));
+    }
+
+    /// The registration matching `procedure` in `realm` and the callee its invocation
+    /// policy picks now: (registration, callee shard, callee session, whether the
+    /// registration is a pattern). `None` when nothing matches.
+    fn pick_callee(&mut self, realm: u16, procedure: &str) -> Option<(Id, u16, Id, bool)> {
+        let d = &mut self.realms.get_mut(usize::from(realm))?.dealer;
+        let reg_id = d.best(procedure)?;
+        let g = d.by_id.get_mut(&reg_id)?;
+        let n = g.callees.len();
+        if n == 0 {
+            return None;
+        }
+        let pick = match g.invoke {
+            InvokePolicy::Single | InvokePolicy::First => 0,
+            InvokePolicy::Last => n - 1,
+            InvokePolicy::RoundRobin => {
+                let i = g.next % n;
+                g.next = g.next.wrapping_add(1);
+                i
+            }
+            InvokePolicy::Random => self.rng.below(n as u64) as usize,
+        };
+        let (callee_shard, callee) = g.callees[pick];
+        Some((reg_id, callee_shard, callee, g.policy != MatchPolicy::Exact))
+    }
+
+    /// Calls `procedure` in `realm` as the router itself, with `args` and `kwargs`, and
+    /// hands the outcome to `purpose` when the callee answers or `timeout_ms` has passed
+    /// (whichever comes first). The call takes the same path as a session's (to a callee
+    /// on any shard). When it cannot start, the error URI says why and nothing is pending:
+    /// `wamp.error.no_such_procedure` (no callee) or `wamp.error.limit_exceeded` (too many
+    /// router calls in flight on this shard, or toward the callee's shard).
+    pub(super) fn router_call(
+        &mut self,
+        realm: u16,
+        procedure: &str,
+        args: &[Value],
+        kwargs: Option<&Dict>,
+        timeout_ms: u64,
+        purpose: CallPurpose,
+    ) -> Result<(), &'static str> {
+        if self.router_calls.len() >= self.config.limits.router_calls {
+            return Err("wamp.error.limit_exceeded");
+        }
+        let (registration, callee_shard, callee, pattern) = self
+            .pick_callee(realm, procedure)
+            .ok_or("wamp.error.no_such_procedure")?;
+        self.last_router_call += 1;
+        // Router call ids count from 1 and never reach 2^53 in a shard's lifetime; past
+        // it no more router calls can be made, which fails safe (denies).
+        let call = Id::new(self.last_router_call).ok_or("wamp.error.limit_exceeded")?;
+        let timeout_ms = timeout_ms.max(1);
+        let deadline = self.now.plus_ms(timeout_ms);
+        self.timers.insert((deadline, self.router_caller, call));
+        self.router_calls.insert(
+            call,
+            RouterCall {
+                purpose,
+                callee_shard,
+                deadline,
+            },
+        );
+        let invoke = Invoke {
+            caller: self.router_caller,
+            call,
+            registration,
+            callee,
+            procedure: pattern.then(|| procedure.to_owned()),
+            disclosed: None,
+            receive_progress: false,
+            progress: false,
+            timeout: timeout_ms,
+            ppt: Default::default(),
+            payload: super::values::payload(Serializer::Json, args, kwargs),
+        };
+        self.send_peer(callee_shard, PeerMsg::Invoke(Box::new(invoke)));
+        Ok(())
+    }
+
+    /// A router call ended: its timer goes and its purpose gets the outcome.
+    fn router_call_ended(&mut self, call: Id, outcome: RouterCallOutcome) {
+        let Some(c) = self.router_calls.remove(&call) else {
+            return;
+        };
+        self.timers.remove(&(c.deadline, self.router_caller, call));
+        self.router_call_outcome(c.purpose, outcome);
+    }
+
+    fn router_call_outcome(&mut self, purpose: CallPurpose, outcome: RouterCallOutcome) {
+        match purpose {
+            CallPurpose::Authenticate { conn, auth } => {
+                self.dynamic_auth_outcome(conn, auth, outcome);
+            }
+            CallPurpose::Authorize { conn, session } => {
+                self.authorize_outcome(conn, session, outcome);
+            }
+        }
     }
 
     /// A call arrived for a callee on this shard.
@@ -809,6 +938,15 @@ impl Shard {
 
     /// A result for a caller on this shard.
     pub(super) fn peer_yield(&mut self, y: YieldMsg) {
+        if y.caller == self.router_caller {
+            // Router calls never ask for progressive results; a final one ends the call.
+            if !y.progress {
+                let args = super::values::args_of(&y.payload);
+                let kwargs = super::values::kwargs_of(&y.payload);
+                self.router_call_ended(y.call, RouterCallOutcome::Result(args, kwargs));
+            }
+            return;
+        }
         let Some(&conn) = self.by_id.get(&y.caller) else {
             return;
         };
@@ -860,6 +998,14 @@ impl Shard {
 
     /// An error for a caller on this shard.
     pub(super) fn peer_call_error(&mut self, e: CallError) {
+        if e.caller == self.router_caller {
+            let message = super::values::args_of(&e.payload)
+                .first()
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            self.router_call_ended(e.call, RouterCallOutcome::Error(e.error, message));
+            return;
+        }
         let Some(&conn) = self.by_id.get(&e.caller) else {
             return;
         };
@@ -1004,6 +1150,10 @@ impl Shard {
                 break;
             }
             self.timers.pop_first();
+            if caller == self.router_caller {
+                self.router_call_timeout(call);
+                continue;
+            }
             let Some(&conn) = self.by_id.get(&caller) else {
                 continue;
             };
@@ -1033,6 +1183,26 @@ impl Shard {
                 },
             );
         }
+    }
+
+    /// A router call's deadline passed: the callee is told to stop (`killnowait`), the
+    /// purpose gets [`RouterCallOutcome::Timeout`].
+    fn router_call_timeout(&mut self, call: Id) {
+        let Some(c) = self.router_calls.remove(&call) else {
+            return;
+        };
+        let reason = "wamp.error.timeout".to_owned();
+        let caller = self.router_caller;
+        self.send_peer(
+            c.callee_shard,
+            PeerMsg::Cancel {
+                caller,
+                call,
+                mode: CancelMode::KillNoWait,
+                reason,
+            },
+        );
+        self.router_call_outcome(c.purpose, RouterCallOutcome::Timeout);
     }
 
     pub(super) fn dealer_leave(&mut self, j: &Joined) {
@@ -1088,6 +1258,17 @@ impl Shard {
             for (id, session) in gone {
                 self.apply_register_remove(realm as u16, id, shard, session);
             }
+        }
+        // Router calls waiting on callees of the dead shard fail as canceled.
+        let dead: Vec<Id> = self
+            .router_calls
+            .iter()
+            .filter(|(_, c)| c.callee_shard == shard)
+            .map(|(id, _)| *id)
+            .collect();
+        for call in dead {
+            let outcome = RouterCallOutcome::Error("wamp.error.canceled".to_owned(), None);
+            self.router_call_ended(call, outcome);
         }
         // Calls waiting on callees of the dead shard fail; invocations for its callers go.
         let mut failed = Vec::new();

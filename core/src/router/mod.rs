@@ -61,9 +61,11 @@
 //! with [`crate::codec`] and hands over [`Message`]s, and sends the bytes of outputs.
 
 mod auth;
+mod authorizer;
 mod broker;
 mod config;
 mod dealer;
+mod dynauth;
 mod membership;
 mod meta;
 pub mod peer;
@@ -82,6 +84,7 @@ pub use config::{
     Permission, Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf,
     ScramSecret, ShardConfig, TicketSecret, WampCraSecret,
 };
+pub use dynauth::{DynamicConfig, DynamicRequest};
 pub use peer::PeerError;
 pub use session::ProtocolViolation;
 
@@ -185,6 +188,8 @@ pub struct PendingCounts {
     pub control_requests: usize,
     /// Call deadlines armed.
     pub timers: usize,
+    /// Calls the router itself made (dynamic authenticator, authorizer) still waiting.
+    pub router_calls: usize,
 }
 
 /// One router core: its sessions, its replica of the router-wide tables, its outputs.
@@ -267,6 +272,12 @@ pub struct Shard {
     /// Calls of this shard's callers in flight toward each shard (by index), bounded by
     /// [`Limits::in_flight_peer_requests`] for every shard but this one.
     calls_to: Vec<usize>,
+    /// The caller id of the router's own calls ([`Shard::router_call`]): of this shard's
+    /// id class, so answers route back here, and never given to a session.
+    router_caller: Id,
+    /// Calls the router made and waits on, by call id.
+    router_calls: Map<Id, dealer::RouterCall>,
+    last_router_call: u64,
     /// Reused by every publication: the shards it goes to.
     scratch_shards: Vec<u16>,
     /// Reused by every publication: the local subscriptions it matches.
@@ -334,6 +345,9 @@ impl Shard {
             session_created: Map::default(),
             sub_created: Map::default(),
             calls_to: vec![0; usize::from(count)],
+            router_caller: router_caller_id(config.index, count),
+            router_calls: Map::default(),
+            last_router_call: 0,
             scratch_shards: Vec::new(),
             scratch_subs: Vec::new(),
         }
@@ -531,6 +545,7 @@ impl Shard {
             control_requests: self.pending.len(),
             inbound_calls: self.inbound_calls.len(),
             timers: self.timers.len(),
+            router_calls: self.router_calls.len(),
             ..PendingCounts::default()
         };
         for s in self.sessions.values() {
@@ -877,6 +892,16 @@ impl Shard {
         });
         self.send(conn, serializer, &msg);
     }
+}
+
+/// The largest id of shard `index`'s class (`id % count == index`): the router's own
+/// caller id. Derived rather than drawn, so the shard's random sequence is unchanged.
+fn router_caller_id(index: u16, count: u16) -> Id {
+    const MAX: u64 = 1 << 53;
+    let count = u64::from(count.max(1));
+    let id = MAX - (MAX - u64::from(index)) % count;
+    // `id` lies in (MAX - count, MAX], far inside [1, 2^53].
+    Id::new(id).unwrap_or(Id::MIN)
 }
 
 /// `payload` in `to`, transcoded if needed.

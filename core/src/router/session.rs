@@ -133,6 +133,8 @@ pub(super) struct Joined {
     pub(super) last_invocation: u64,
     /// Events to publish when the session leaves (`wamp.session.add_testament`).
     pub(super) testaments: Vec<super::broker::Testament>,
+    /// Dynamic authorization: decisions and the messages waiting for one.
+    pub(super) authz: super::authorizer::Authz,
 }
 
 impl Session {
@@ -233,7 +235,16 @@ impl Shard {
         }
     }
 
-    fn established_message(&mut self, conn: ConnId, msg: Message) {
+    /// A joined session's message: through the dynamic authorizer's gate (which may hold
+    /// it), then to the broker, dealer or session logic.
+    pub(super) fn established_message(&mut self, conn: ConnId, msg: Message) {
+        if let Some(msg) = self.authorize_gate(conn, msg) {
+            self.established_dispatch(conn, msg);
+        }
+    }
+
+    /// A joined session's message, past authorization.
+    pub(super) fn established_dispatch(&mut self, conn: ConnId, msg: Message) {
         match msg {
             Message::Hello(_) => self.violation(conn, ProtocolViolation::SecondHello),
             Message::Goodbye(_) => {
@@ -288,9 +299,10 @@ impl Shard {
         let realm = u16::try_from(realm).unwrap_or(u16::MAX);
         self.session_counter += 1;
         let by_id = &self.by_id;
+        let router_caller = self.router_caller;
         let session = loop {
             let id = self.rng.global_id(self.index, self.count);
-            if !by_id.contains_key(&id) {
+            if !by_id.contains_key(&id) && id != router_caller {
                 break id;
             }
         };
@@ -454,6 +466,7 @@ impl Shard {
                 self.throttle.success(addr);
                 self.welcome(conn, auth);
             }
+            Step::Dynamic(req) => self.dynamic_auth_start(conn, *req),
         }
     }
 
@@ -476,7 +489,7 @@ impl Shard {
         let by_id = &self.by_id;
         // The id chosen at HELLO, unless another session took it meanwhile.
         let mut id = session;
-        while by_id.contains_key(&id) {
+        while by_id.contains_key(&id) || id == self.router_caller {
             id = self.rng.global_id(self.index, self.count);
         }
         let role = self.config.realms[usize::from(realm)]
@@ -495,6 +508,7 @@ impl Shard {
             invocations: Map::default(),
             last_invocation: 0,
             testaments: Vec::new(),
+            authz: super::authorizer::Authz::default(),
         };
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
@@ -639,8 +653,17 @@ impl Shard {
 
     /// Whether the session's role allows `action` on `uri`; the best-matching permission
     /// decides, as for registrations.
-    pub(super) fn permission(&self, j: &Joined, uri: &str) -> Option<&super::Permission> {
+    pub(super) fn permission<'a>(
+        &'a self,
+        j: &'a Joined,
+        uri: &str,
+    ) -> Option<&'a super::Permission> {
         let role = j.role?;
+        let realm = &self.config.realms[usize::from(j.realm)];
+        if realm.roles[role].authorizer.is_some() {
+            // A dynamic role's permission is what its authorizer decided for this action.
+            return j.authz.permission(uri);
+        }
         self.realms[usize::from(j.realm)].permissions[role]
             .best_match(uri)
             .map(|m| m.value)

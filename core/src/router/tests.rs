@@ -1288,3 +1288,6 @@ fn meta_remove_subscriber_and_callee() {
         w.check(1, &[r#"[8,48,5,{},"wamp.error.invalid_argument"]"#]);
     }
 }
+
+#[path = "tests_dynamic.rs"]
+mod dynamic;

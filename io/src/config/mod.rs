@@ -134,6 +134,8 @@ pub struct TlsConfig {
 }
 
 /// The WebSocket side of a transport.
+// One per transport, built once at start: the size of the inline variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default)]
 pub enum WebSocketRoutes {
     /// No WebSocket on this transport.

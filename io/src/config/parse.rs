@@ -14,9 +14,9 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_core::codec::Serializer;
 use switchyard_core::router::{
-    AnonymousConfig, AuthLimits, CraSalt, CryptosignKeys, HistoryConfig, Limits, Permission,
-    Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf, ScramSecret,
-    TicketSecret, WampCraSecret,
+    AnonymousConfig, AuthLimits, CraSalt, CryptosignKeys, DynamicConfig, HistoryConfig, Limits,
+    Permission, Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf,
+    ScramSecret, TicketSecret, WampCraSecret,
 };
 use switchyard_core::uri::{validate_pattern, validate_uri, MatchPolicy, UriCheck};
 
@@ -135,6 +135,7 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
     let mut cores = None;
     let mut workers = 1;
     let mut auth_limits = AuthLimits::default();
+    let mut limits = Limits::default();
     if let Some((path, value)) = obj.take("options") {
         if let Some(mut options) = w.obj(Field::new(value, &path)) {
             if let Some((p, v)) = options.take("cores") {
@@ -145,6 +146,12 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
             }
             if let Some((p, v)) = options.take("workers") {
                 workers = w.int(Field::new(v, &p), 1, 256).map_or(1, |n| n as usize);
+            }
+            // Switchyard's own: how long a dynamic authenticator or authorizer may take.
+            if let Some((p, v)) = options.take("dynamic_auth_timeout") {
+                if let Some(ms) = w.int(Field::new(v, &p), 1, 3_600_000) {
+                    limits.router_call_timeout_ms = ms;
+                }
             }
             options.take("title");
             options.finish(w, |key| match key {
@@ -226,7 +233,7 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
             realms,
             limits: Limits {
                 auth: auth_limits,
-                ..Limits::default()
+                ..limits
             },
         },
         transports,
@@ -374,14 +381,36 @@ fn role(w: &mut Walk, field: Field<'_>) -> Option<RoleConfig> {
             }
         }
     }
-    obj.finish(w, |key| match key {
-        "authorizer" => Leftover::Unsupported("dynamic authorizers are not yet supported"),
-        _ => Leftover::Unsupported(NOT_SUPPORTED),
-    });
+    // Crossbar's dynamic authorizer: a procedure URI deciding every action of the role.
+    let authorizer = match obj.take("authorizer") {
+        Some((p, v)) => {
+            let uri = w.str(Field::new(v, &p));
+            if let Some(u) = uri {
+                if validate_uri(u, UriCheck::Loose).is_err() {
+                    w.invalid(&p, format!("`{u}` is not a valid procedure URI"));
+                }
+            }
+            if permissions_given(&permissions) {
+                w.invalid(
+                    &p,
+                    "a role has either `permissions` or an `authorizer`, not both",
+                );
+            }
+            uri.map(str::to_owned)
+        }
+        None => None,
+    };
+    obj.finish(w, |_| Leftover::Unsupported(NOT_SUPPORTED));
     Some(RoleConfig {
         name: name?.to_owned(),
         permissions,
+        authorizer,
     })
+}
+
+/// Whether a role listed permissions (which an authorizer would silently override).
+fn permissions_given(permissions: &[Permission]) -> bool {
+    !permissions.is_empty()
 }
 
 fn permission(w: &mut Walk, field: Field<'_>) -> Option<Permission> {
@@ -936,13 +965,34 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
     }
     for (key, key_path, value) in entries {
         let field = Field::new(value, &key_path);
+        // `"type": "dynamic"`: an authenticator procedure decides (the `dynauth` module).
+        let dynamic = value.get("type").and_then(Value::as_str) == Some("dynamic");
         match key {
+            "anonymous" | "ticket" if dynamic => {
+                let d = w.obj(field).and_then(|mut obj| {
+                    obj.take("type");
+                    let d = dynamic_method(w, &mut obj);
+                    obj.finish(w, none_known);
+                    d
+                });
+                if key == "anonymous" {
+                    out.anonymous_dynamic = d;
+                } else {
+                    out.ticket_dynamic = d;
+                }
+            }
+            "cookie" => {
+                if let Some(obj) = w.obj(field) {
+                    obj.finish(w, none_known);
+                    out.cookie = true;
+                }
+            }
             "anonymous" => out.anonymous = anonymous(w, field),
             "ticket" => out.ticket = method(w, field, key, ticket_secret),
             "wampcra" => out.wampcra = method(w, field, key, cra_secret),
             "cryptosign" => out.cryptosign = method(w, field, key, cryptosign_keys),
             "scram" | "wamp-scram" => out.scram = method(w, field, key, scram_secret),
-            "tls" | "cookie" | "cryptosign-proxy" | "anonymous-proxy" => w.unsupported(
+            "tls" | "cryptosign-proxy" | "anonymous-proxy" => w.unsupported(
                 &key_path,
                 format!("authentication method `{key}` is not yet supported"),
             ),
@@ -951,6 +1001,30 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
     }
     obj.finish(w, none_known);
     out
+}
+
+/// A dynamic method's keys: `authenticator` (mandatory), `authenticator-realm` and
+/// `default-role`.
+fn dynamic_method(w: &mut Walk, obj: &mut Obj<'_>) -> Option<DynamicConfig> {
+    let authenticator = obj
+        .need(w, "authenticator")
+        .and_then(|(p, v)| w.str(Field::new(v, &p)).map(|s| (p.clone(), s)));
+    if let Some((p, uri)) = &authenticator {
+        if validate_uri(uri, UriCheck::Loose).is_err() {
+            w.invalid(p, format!("`{uri}` is not a valid procedure URI"));
+        }
+    }
+    let mut text = |key: &'static str| {
+        obj.take(key)
+            .and_then(|(p, v)| w.str(Field::new(v, &p)).map(str::to_owned))
+    };
+    let authenticator_realm = text("authenticator-realm");
+    let default_role = text("default-role");
+    Some(DynamicConfig {
+        authenticator: authenticator?.1.to_owned(),
+        authenticator_realm,
+        default_role,
+    })
 }
 
 /// The `type` of a method section: `true` for `static`; other types are reported.

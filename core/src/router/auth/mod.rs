@@ -14,9 +14,12 @@
 //! WAMP-SCRAM (`scram`/`wamp-scram`), each in its own module. Randomness (nonces,
 //! challenges) comes from an [`Entropy`] the io layer seeds; nothing here reads the OS.
 //!
-//! What it does not do: dynamic authenticators (a WAMP procedure decides; they answer
-//! [`Step::Pending`] and come back through [`super::Shard::handle_auth_result`]), cookie
-//! and TLS client-certificate authentication, logging of any secret.
+//! Dynamic `anonymous` and `ticket` (a WAMP procedure decides) answer [`Step::Dynamic`];
+//! the shard calls the procedure (the `dynauth` module). Cookie authentication is decided
+//! by the shard before the authenticator (the `cookie` module).
+//!
+//! What it does not do: TLS client-certificate authentication, dynamic WAMP-CRA and
+//! cryptosign, logging of any secret.
 
 mod cryptosign;
 mod entropy;
@@ -99,6 +102,9 @@ pub enum Step {
     },
     /// Accept the session.
     Welcome(AuthInfo),
+    /// Ask a dynamic authenticator (a WAMP procedure): the shard makes the call and the
+    /// session waits for its outcome (see the `dynauth` module).
+    Dynamic(Box<super::DynamicRequest>),
 }
 
 impl Step {
@@ -130,6 +136,8 @@ enum Inner {
     WampCra(wampcra::Expect),
     Cryptosign(cryptosign::Expect),
     Scram(scram::Expect),
+    /// A dynamic ticket: the answer goes to the authenticator procedure.
+    Dynamic(Box<super::DynamicRequest>),
 }
 
 impl std::fmt::Debug for Challenged {
@@ -146,6 +154,7 @@ impl Challenged {
             Inner::WampCra(_) => "wampcra",
             Inner::Cryptosign(_) => "cryptosign",
             Inner::Scram(_) => "scram",
+            Inner::Dynamic(_) => "ticket",
         }
     }
 
@@ -158,6 +167,11 @@ impl Challenged {
             Inner::WampCra(e) => e.verify(signature),
             Inner::Cryptosign(e) => e.verify(signature),
             Inner::Scram(e) => e.verify(signature),
+            Inner::Dynamic(mut r) => {
+                r.details
+                    .insert("ticket", crate::message::Value::from(signature));
+                Step::Dynamic(r)
+            }
         }
     }
 }
@@ -242,6 +256,24 @@ impl Authenticator for Configured {
         let authextra = hello.details.authextra.as_ref();
         for method in offered(hello) {
             match method {
+                "anonymous" if config.anonymous_dynamic.is_some() => {
+                    if let Some(d) = &config.anonymous_dynamic {
+                        // Crossbar hands the authenticator a freshly generated authid.
+                        let authid = anonymous_authid(ctx.counter);
+                        let r = super::dynauth::request("anonymous", d, Some(authid));
+                        return Step::Dynamic(Box::new(r));
+                    }
+                }
+                "ticket" if config.ticket_dynamic.is_some() => {
+                    if let Some(d) = &config.ticket_dynamic {
+                        let r = super::dynauth::request("ticket", d, None);
+                        return Step::Challenge {
+                            method: "ticket".to_owned(),
+                            extra: Dict::new(),
+                            state: Challenged(Box::new(Inner::Dynamic(Box::new(r)))),
+                        };
+                    }
+                }
                 "anonymous" => {
                     if let Some(a) = &config.anonymous {
                         return Step::Welcome(anonymous_info(ctx.counter, &a.role));

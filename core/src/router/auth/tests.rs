@@ -250,6 +250,7 @@ fn config() -> AuthConfig {
         wampcra: Some(wampcra),
         cryptosign: Some(cryptosign),
         scram: Some(scram),
+        ..AuthConfig::default()
     }
 }
 

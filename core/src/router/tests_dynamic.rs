@@ -1,0 +1,404 @@
+//! Tests of the router's own calls: the dynamic authenticator and the dynamic authorizer,
+//! over one and two shards (the component on one shard, the client on the other).
+
+use super::*;
+
+const AUTHENTICATE: &str = "com.example.authenticate";
+const AUTHORIZE: &str = "com.example.authorize";
+const TIMEOUT_MS: u64 = 500;
+
+/// realm1 with roles `backend` (everything), `user` (dynamic authorizer) and `guest`;
+/// the transport's anonymous role is `backend`, ticket is dynamic.
+fn world(count: u16, anonymous: Anon) -> World {
+    let mut config = RouterConfig::default();
+    config.limits.router_call_timeout_ms = TIMEOUT_MS;
+    config.realms[0].roles = vec![
+        RoleConfig {
+            name: "backend".into(),
+            permissions: vec![Permission::all("", MatchPolicy::Prefix)],
+            authorizer: None,
+        },
+        RoleConfig {
+            name: "user".into(),
+            permissions: Vec::new(),
+            authorizer: Some(AUTHORIZE.into()),
+        },
+        RoleConfig {
+            name: "guest".into(),
+            permissions: vec![Permission::all("com.", MatchPolicy::Prefix)],
+            authorizer: None,
+        },
+    ];
+    let auth = auth_config(anonymous, true);
+    let mut w = World::with_config(count, config.clone());
+    let config = Arc::new(config);
+    w.shards = (0..count)
+        .map(|index| {
+            Shard::with_authenticator(
+                ShardConfig {
+                    index,
+                    count,
+                    seed: 42 + u64::from(index),
+                    router: config.clone(),
+                },
+                configured(auth.clone()),
+            )
+        })
+        .collect();
+    w
+}
+
+/// How `anonymous` is configured in these tests.
+#[derive(Clone)]
+enum Anon {
+    Static(String),
+    Dynamic(DynamicConfig),
+}
+
+fn backend() -> Anon {
+    Anon::Static("backend".into())
+}
+
+/// A transport's `auth`: `anonymous` as given, and dynamic ticket if `ticket`.
+fn auth_config(anonymous: Anon, ticket: bool) -> AuthConfig {
+    let mut a = AuthConfig::default();
+    match anonymous {
+        Anon::Static(role) => a.anonymous = Some(AnonymousConfig { role }),
+        Anon::Dynamic(d) => a.anonymous_dynamic = Some(d),
+    }
+    if ticket {
+        a.ticket_dynamic = Some(DynamicConfig {
+            authenticator: AUTHENTICATE.into(),
+            authenticator_realm: None,
+            default_role: None,
+        });
+    }
+    a
+}
+
+fn configured(a: AuthConfig) -> Box<dyn Authenticator> {
+    Box::new(Configured::new(vec![a], Entropy::from_seed([7; 32]), 0))
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}
+
+/// The component (conn 1, shard 0) registers `procedure`.
+fn component(w: &mut World, procedure: &str) {
+    w.join(0, 1, RPC);
+    w.send(1, &format!(r#"[64,1,{{}},"{procedure}"]"#));
+    let got = w.take(1);
+    assert_eq!(json(&got[0])[0], 65, "{got:?}");
+}
+
+/// The one INVOCATION the component got: (request id, args).
+fn invocation(w: &mut World) -> (u64, serde_json::Value) {
+    let got = w.take(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v = json(&got[0]);
+    assert_eq!(v[0], 68, "{got:?}");
+    (v[1].as_u64().unwrap(), v[4].clone())
+}
+
+/// Client `conn` on `shard` offers ticket as `joe` with `ticket`; returns the
+/// authenticator's INVOCATION.
+fn ticket_hello(w: &mut World, shard: usize, conn: u64, ticket: &str) -> (u64, serde_json::Value) {
+    w.open(shard, conn);
+    w.send(
+        conn,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["ticket"],"authid":"joe"}]"#,
+    );
+    w.check(conn, &[r#"[4,"ticket",{}]"#]);
+    w.send(conn, &format!(r#"[5,"{ticket}",{{}}]"#));
+    w.check(conn, &[]);
+    invocation(w)
+}
+
+/// WELCOME's (authid, authrole, authmethod, authprovider).
+fn welcomed(w: &mut World, conn: u64) -> (String, String, String, String) {
+    let got = w.take(conn);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v = json(&got[0]);
+    assert_eq!(v[0], 2, "{got:?}");
+    let s = |k: &str| v[2][k].as_str().unwrap().to_owned();
+    (
+        s("authid"),
+        s("authrole"),
+        s("authmethod"),
+        s("authprovider"),
+    )
+}
+
+fn aborted(w: &mut World, conn: u64, reason: &str) {
+    let got = w.take(conn);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v = json(&got[0]);
+    assert_eq!(
+        (v[0].as_u64(), v[2].as_str()),
+        (Some(3), Some(reason)),
+        "{got:?}"
+    );
+    assert!(w.closed.contains(&ConnId(conn)));
+}
+
+#[test]
+fn dynamic_ticket_decides_joins_across_shards() {
+    for count in [1, 2] {
+        let shard = usize::from(count - 1);
+        let mut w = world(count, backend());
+        component(&mut w, AUTHENTICATE);
+        // A role string.
+        let (req, args) = ticket_hello(&mut w, shard, 2, "s3cret");
+        assert_eq!(args[0], "realm1");
+        assert_eq!(args[1], "joe");
+        assert_eq!(args[2]["ticket"], "s3cret");
+        assert_eq!(args[2]["authmethod"], "ticket");
+        assert!(args[2]["transport"].is_object(), "{args}");
+        w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
+        let expect = ("joe", "user", "ticket", "dynamic");
+        let got = welcomed(&mut w, 2);
+        assert_eq!((&*got.0, &*got.1, &*got.2, &*got.3), expect);
+        // A principal dictionary overriding the authid.
+        let (req, _) = ticket_hello(&mut w, shard, 3, "x");
+        w.send(
+            1,
+            &format!(r#"[70,{req},{{}},[{{"role":"guest","authid":"joseph"}}]]"#),
+        );
+        let got = welcomed(&mut w, 3);
+        assert_eq!((&*got.0, &*got.1), ("joseph", "guest"));
+        // The authenticator raises: its error URI is the ABORT reason.
+        let (req, _) = ticket_hello(&mut w, shard, 4, "wrong");
+        w.send(
+            1,
+            &format!(r#"[8,68,{req},{{}},"com.example.invalid_ticket",["bad ticket"]]"#),
+        );
+        aborted(&mut w, 4, "com.example.invalid_ticket");
+        // A role the realm does not have.
+        let (req, _) = ticket_hello(&mut w, shard, 5, "x");
+        w.send(1, &format!(r#"[70,{req},{{}},["nobody"]]"#));
+        aborted(&mut w, 5, "wamp.error.no_such_role");
+        // An answer of the wrong shape.
+        let (req, _) = ticket_hello(&mut w, shard, 6, "x");
+        w.send(1, &format!(r#"[70,{req},{{}},[42]]"#));
+        aborted(&mut w, 6, "wamp.error.authentication_failed");
+        // No answer: the deadline denies; a late answer changes nothing.
+        let (req, _) = ticket_hello(&mut w, shard, 7, "x");
+        w.advance(TIMEOUT_MS - 1);
+        w.check(7, &[]);
+        w.advance(1);
+        aborted(&mut w, 7, "wamp.error.authentication_failed");
+        w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
+        w.check(7, &[]);
+        // Everything the router called is over.
+        for s in &w.shards {
+            assert_eq!(s.pending_counts().router_calls, 0);
+        }
+    }
+}
+
+#[test]
+fn dynamic_ticket_without_authenticator_is_denied() {
+    let mut w = world(1, backend());
+    w.open(0, 2);
+    w.send(
+        2,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["ticket"],"authid":"joe"}]"#,
+    );
+    w.take(2);
+    w.send(2, r#"[5,"s3cret",{}]"#);
+    aborted(&mut w, 2, "wamp.error.authentication_failed");
+}
+
+/// Lets the session whose HELLO names authid `component` in as `backend`, so the
+/// component can register the authenticator that decides everybody else.
+#[derive(Debug)]
+struct ComponentFirst(Box<dyn Authenticator>);
+
+impl Authenticator for ComponentFirst {
+    fn start(&mut self, ctx: &AuthContext<'_>, hello: &crate::message::Hello) -> Step {
+        if hello.details.authid.as_deref() == Some("component") {
+            return Step::Welcome(AuthInfo {
+                authid: "component".into(),
+                authrole: "backend".into(),
+                authmethod: "anonymous".into(),
+                authprovider: "static".into(),
+                authextra: None,
+            });
+        }
+        self.0.start(ctx, hello)
+    }
+}
+
+#[test]
+fn dynamic_anonymous() {
+    let config = DynamicConfig {
+        authenticator: AUTHENTICATE.into(),
+        authenticator_realm: Some("realm1".into()),
+        default_role: Some("guest".into()),
+    };
+    let auth = configured(auth_config(Anon::Dynamic(config), false));
+    let mut w = world(1, backend());
+    let router = w.shards[0].config.clone();
+    w.shards[0] = Shard::with_authenticator(
+        ShardConfig {
+            index: 0,
+            count: 1,
+            seed: 1,
+            router,
+        },
+        Box::new(ComponentFirst(auth)),
+    );
+    // Nobody registered the authenticator yet: anonymous joins are denied.
+    w.open(0, 9);
+    w.send(9, r#"[1,"realm1",{"roles":{"caller":{}}}]"#);
+    aborted(&mut w, 9, "wamp.error.authentication_failed");
+    w.open(0, 1);
+    w.send(
+        1,
+        &format!(r#"[1,"realm1",{{"roles":{RPC},"authid":"component"}}]"#),
+    );
+    w.take(1);
+    w.send(1, &format!(r#"[64,1,{{}},"{AUTHENTICATE}"]"#));
+    w.take(1);
+    // The authenticator gets a generated authid; no role in the answer: `default-role`.
+    w.open(0, 2);
+    w.send(
+        2,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authextra":{"k":1}}]"#,
+    );
+    let (req, args) = invocation(&mut w);
+    assert_eq!(args[1].as_str().map(str::len), Some(29), "{args}");
+    assert_eq!(args[2]["authmethod"], "anonymous");
+    assert_eq!(args[2]["authextra"]["k"], 1);
+    w.send(1, &format!(r#"[70,{req},{{}},[{{}}]]"#));
+    let got = welcomed(&mut w, 2);
+    assert_eq!(
+        (&*got.1, &*got.2, &*got.3),
+        ("guest", "anonymous", "dynamic")
+    );
+    // Anonymous failures are reported as `authentication_failed`, whatever the URI.
+    w.open(0, 3);
+    w.send(3, r#"[1,"realm1",{"roles":{"caller":{}}}]"#);
+    let (req, _) = invocation(&mut w);
+    w.send(1, &format!(r#"[8,68,{req},{{}},"com.example.go_away"]"#));
+    aborted(&mut w, 3, "wamp.error.authentication_failed");
+}
+
+#[test]
+fn dynamic_authorizer_decides_in_order_and_caches() {
+    let mut w = world(2, backend());
+    component(&mut w, AUTHENTICATE);
+    w.send(1, r#"[64,2,{},"com.example.authorize"]"#);
+    assert_eq!(json(&w.take(1)[0])[0], 65);
+    // The client joins on shard 1 as `user`, whose actions the authorizer decides.
+    let (req, _) = ticket_hello(&mut w, 1, 2, "t");
+    w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
+    let session = json(&w.take(2)[0])[1].as_u64().unwrap();
+    // SUBSCRIBE waits for the authorizer; an acknowledged PUBLISH sent meanwhile waits
+    // behind it.
+    w.send(2, r#"[32,1,{"match":"prefix"},"com.t"]"#);
+    w.send(2, r#"[16,2,{"acknowledge":true},"com.t.x",[]]"#);
+    w.check(2, &[]);
+    let (req, args) = invocation(&mut w);
+    assert_eq!(args[0]["session"].as_u64(), Some(session));
+    assert_eq!(args[0]["authrole"], "user");
+    assert_eq!(args[1], "com.t");
+    assert_eq!(args[2], "subscribe");
+    assert_eq!(args[3]["match"], "prefix");
+    w.send(1, &format!(r#"[70,{req},{{}},[true]]"#));
+    assert_eq!(json(&w.take(2)[0])[0], 33);
+    // Now the PUBLISH is asked about; denied.
+    let (req, args) = invocation(&mut w);
+    assert_eq!(
+        (&args[1], &args[2]),
+        (&json("\"com.t.x\""), &json("\"publish\""))
+    );
+    w.send(1, &format!(r#"[70,{req},{{}},[false]]"#));
+    w.check(2, &[r#"[8,16,2,{},"wamp.error.not_authorized"]"#]);
+    // A CALL allowed with `cache`: the second CALL is not asked about.
+    w.send(2, r#"[48,3,{},"com.example.authenticate",[]]"#);
+    let (req, args) = invocation(&mut w);
+    assert_eq!(args[2], "call");
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"allow":true,"cache":true}}]]"#),
+    );
+    // The call itself reaches the component (it is the callee of that procedure).
+    let (inv, _) = invocation(&mut w);
+    w.send(1, &format!("[70,{inv},{{}},[1]]"));
+    w.check(2, &["[50,3,{},[1]]"]);
+    w.send(2, r#"[48,4,{},"com.example.authenticate",[]]"#);
+    let (inv, args) = invocation(&mut w);
+    assert_eq!(args, json("[]"), "the call went straight to the callee");
+    w.send(1, &format!("[70,{inv},{{}},[2]]"));
+    w.check(2, &["[50,4,{},[2]]"]);
+    // The authorizer raises: denied.
+    w.send(2, r#"[64,5,{},"com.mine"]"#);
+    let (req, _) = invocation(&mut w);
+    w.send(1, &format!(r#"[8,68,{req},{{}},"com.example.oops"]"#));
+    w.check(2, &[r#"[8,64,5,{},"wamp.error.not_authorized"]"#]);
+    // The authorizer never answers: denied at the deadline, and what waited follows.
+    w.send(2, r#"[32,6,{},"com.late"]"#);
+    w.send(2, r#"[16,7,{"acknowledge":true},"com.t.y",[]]"#);
+    let (_, args) = invocation(&mut w);
+    assert_eq!(args[1], "com.late");
+    w.advance(TIMEOUT_MS);
+    w.check(2, &[r#"[8,32,6,{},"wamp.error.not_authorized"]"#]);
+    // The authorizer (which supports call canceling) is told to stop.
+    let got = w.take(1);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with("[69,"), "{got:?}");
+    w.inbox.insert(ConnId(1), vec![got[1].clone()]);
+    let (req, args) = invocation(&mut w);
+    assert_eq!(args[1], "com.t.y");
+    w.send(1, &format!(r#"[70,{req},{{}},[{{"allow":true}}]]"#));
+    let got = w.take(2);
+    assert_eq!(json(&got[0])[0], 17, "{got:?}");
+    // The client leaves while the authorizer runs: the answer finds nobody.
+    w.send(2, r#"[32,8,{},"com.gone"]"#);
+    let (req, _) = invocation(&mut w);
+    w.shards[1].handle_close(w.now, ConnId(2));
+    w.run();
+    w.send(1, &format!(r#"[70,{req},{{}},[true]]"#));
+    w.check(2, &[]);
+    for s in &w.shards {
+        assert_eq!(s.pending_counts().router_calls, 0);
+    }
+}
+
+#[test]
+fn held_messages_are_bounded() {
+    let mut w = world(1, backend());
+    let mut config = (*w.shards[0].config).clone();
+    config.limits.held_messages_per_session = 2;
+    w.shards[0] = Shard::with_authenticator(
+        ShardConfig {
+            index: 0,
+            count: 1,
+            seed: 1,
+            router: Arc::new(config),
+        },
+        configured(auth_config(backend(), true)),
+    );
+    component(&mut w, AUTHENTICATE);
+    let (req, _) = ticket_hello(&mut w, 0, 2, "t");
+    w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
+    w.take(2);
+    // No authorizer registered: denied at once, nothing waits.
+    w.send(2, r#"[32,1,{},"com.t"]"#);
+    w.check(2, &[r#"[8,32,1,{},"wamp.error.not_authorized"]"#]);
+    w.send(1, &format!(r#"[64,2,{{}},"{AUTHORIZE}"]"#));
+    w.take(1);
+    // One action held, two waiting behind it, the next one is one too many.
+    for i in 2..5 {
+        w.send(2, &format!(r#"[32,{i},{{}},"com.t"]"#));
+    }
+    w.check(2, &[]);
+    w.send(2, r#"[32,5,{},"com.t"]"#);
+    aborted(&mut w, 2, "wamp.error.limit_exceeded");
+    // The held action's answer finds nobody.
+    let (req, _) = invocation(&mut w);
+    w.send(1, &format!("[70,{req},{{}},[true]]"));
+    assert_eq!(w.shards[0].pending_counts().router_calls, 0);
+}

@@ -1,0 +1,93 @@
+//! The real `switchyard` binary with a dynamic authenticator and a dynamic authorizer
+//! registered by an Autobahn|Python component (`tests/clients/py/dynauth_checks.py`).
+//!
+//! The node runs on 2 cores with one WebSocket transport: `anonymous` joins as `backend`,
+//! `ticket` is decided by `com.example.authenticate`; realm1's role `user` is decided by
+//! `com.example.authorize`. The client program checks that the authenticator's answers
+//! (a role, a principal, an application error, a Python exception, no answer, an unknown
+//! role) give exactly the sessions and ABORT reasons Crossbar gives, and that the
+//! authorizer's answers (allow, deny, raise, no answer, cache, disclose) decide actions.
+//! The node's `dynamic_auth_timeout` is short so that "no answer" ends quickly; nothing
+//! here asserts timing.
+//!
+//! What it does not cover: RawSocket and Autobahn|JS (the same core paths), cookies.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use switchyard_tests::{free_port, python, workspace_root, ClientRun, Node};
+
+fn config(port: u16) -> Value {
+    let all = json!({"call": true, "register": true, "publish": true, "subscribe": true});
+    json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "options": {"dynamic_auth_timeout": 1500},
+            "realms": [{
+                "name": "realm1",
+                "roles": [
+                    {"name": "backend", "permissions": [
+                        {"uri": "", "match": "prefix", "allow": all}
+                    ]},
+                    {"name": "user", "authorizer": "com.example.authorize"},
+                    {"name": "guest", "permissions": [
+                        {"uri": "com.example.", "match": "prefix", "allow": all}
+                    ]}
+                ]
+            }],
+            "transports": [{
+                "type": "web",
+                "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
+                "paths": {"ws": {
+                    "type": "websocket",
+                    "serializers": ["json", "msgpack"],
+                    "auth": {
+                        "anonymous": {"type": "static", "role": "backend"},
+                        "ticket": {
+                            "type": "dynamic",
+                            "authenticator": "com.example.authenticate"
+                        }
+                    }
+                }}
+            }]
+        }]
+    })
+}
+
+#[test]
+fn dynamic_authenticator_and_authorizer_decide() {
+    let port = free_port();
+    let node = Node::start(&config(port), 2, &[port]);
+    for serializer in ["json", "msgpack"] {
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace_root().join("tests/clients/py/dynauth_checks.py"))
+            .args(["--port", &port.to_string(), "--serializer", serializer]);
+        let run = ClientRun::run(cmd);
+        assert!(
+            run.status.success(),
+            "{serializer}: {}\n{:#?}",
+            run.stderr,
+            node.log_lines()
+        );
+        assert_eq!(
+            run.checks(),
+            [
+                "accept-role",
+                "accept-principal",
+                "reject",
+                "raise",
+                "timeout",
+                "no-such-role",
+                "allow",
+                "deny",
+                "authorizer-raises",
+                "authorizer-timeout",
+                "cache",
+                "disclose",
+                "static-role-not-asked",
+            ],
+            "{serializer}"
+        );
+    }
+}
