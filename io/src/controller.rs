@@ -193,13 +193,15 @@ impl Controller<'_> {
         first..first + self.plan.threads
     }
 
-    /// Starts worker `index` (its control socket as its standard input).
+    /// Starts worker `index` (its control socket as its standard input, the node's cookie
+    /// key in its environment).
     fn spawn(&mut self, index: u16, rejoin: bool) -> io::Result<()> {
         let (mine, theirs) = control::pair()?;
         let mut cmd = Command::new(&self.plan.program);
         cmd.args(&self.plan.args)
             .arg("--index")
             .arg(index.to_string())
+            .env(server::COOKIE_KEY_ENV, node_cookie_key())
             .stdin(Stdio::from(theirs));
         if rejoin {
             cmd.arg("--rejoin");
@@ -367,4 +369,11 @@ impl Controller<'_> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The node's cookie key (hex), the same for every worker this controller starts and
+/// restarts, so that a tracking cookie set by one worker verifies on all.
+fn node_cookie_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(server::random_key_hex)
 }

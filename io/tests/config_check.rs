@@ -581,3 +581,40 @@ fn dynamic_configuration_errors_name_the_path() {
         ],
     );
 }
+
+#[test]
+fn cookie_tracking_and_cookie_authentication_are_read() {
+    let config = with_transports(json!([{
+        "type": "websocket",
+        "endpoint": tcp(8080),
+        "cookie": {"name": "mycookie", "length": 10, "max_age": 600, "store": {"type": "memory"}},
+        "auth": {"cookie": {}, "anonymous": {"type": "static", "role": "r"}}
+    }]));
+    check(
+        config.clone(),
+        &["workers[0].transports[0].cookie.store: ignored: cookies are signed tokens bound by the router; no store is kept"],
+    );
+    let node = check_value(&config).config.expect("valid");
+    let WebSocketRoutes::Any(service) = &node.transports[0].websocket else {
+        panic!("a websocket service");
+    };
+    let cookie = service.cookie.as_ref().expect("cookie tracking");
+    assert_eq!(
+        (cookie.name.as_str(), cookie.length, cookie.max_age),
+        ("mycookie", 10, 600)
+    );
+    assert!(service.auth.cookie);
+    let bad = with_transports(json!([{
+        "type": "websocket",
+        "endpoint": tcp(8080),
+        "cookie": {"name": "Bad-Name", "length": 3, "max_age": 0}
+    }]));
+    check(
+        bad,
+        &[
+            "workers[0].transports[0].cookie.name: invalid cookie name `Bad-Name` (^[a-z][a-z0-9_]+$)",
+            "workers[0].transports[0].cookie.length: 3 is out of range (must be from 6 to 64)",
+            "workers[0].transports[0].cookie.max_age: 0 is out of range (must be from 1 to 311040000)",
+        ],
+    );
+}

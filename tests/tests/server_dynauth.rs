@@ -10,12 +10,28 @@
 //! The node's `dynamic_auth_timeout` is short so that "no answer" ends quickly; nothing
 //! here asserts timing.
 //!
-//! What it does not cover: RawSocket and Autobahn|JS (the same core paths), cookies.
+//! Cookie authentication (`tests/clients/py/cookie_checks.py`): a node whose WebSocket
+//! transport tracks cookies with a 2 s `max_age` sets one, binds it to the principal that
+//! authenticated by ticket, lets a reconnect presenting it join as that principal offering
+//! only `cookie`, ignores a forged one and refuses it once expired.
+//!
+//! What it does not cover: RawSocket and Autobahn|JS (the same core paths), cookies across
+//! worker processes.
 
 use std::process::Command;
 
 use serde_json::{json, Value};
 use switchyard_tests::{free_port, python, workspace_root, ClientRun, Node};
+
+fn cookie_config(port: u16) -> Value {
+    let mut c = config(port);
+    let ws = &mut c["workers"][0]["transports"][0]["paths"]["ws"];
+    ws["cookie"] = json!({"name": "cbtid", "max_age": COOKIE_MAX_AGE});
+    ws["auth"]["cookie"] = json!({});
+    c
+}
+
+const COOKIE_MAX_AGE: u64 = 2;
 
 fn config(port: u16) -> Value {
     let all = json!({"call": true, "register": true, "publish": true, "subscribe": true});
@@ -90,4 +106,30 @@ fn dynamic_authenticator_and_authorizer_decide() {
             "{serializer}"
         );
     }
+}
+
+#[test]
+fn a_cookie_survives_a_reconnect_and_expires() {
+    let port = free_port();
+    let node = Node::start(&cookie_config(port), 2, &[port]);
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("tests/clients/py/cookie_checks.py"))
+        .args(["--port", &port.to_string()])
+        .args(["--max-age", &COOKIE_MAX_AGE.to_string()]);
+    let run = ClientRun::run(cmd);
+    assert!(
+        run.status.success(),
+        "{}\n{:#?}",
+        run.stderr,
+        node.log_lines()
+    );
+    assert_eq!(
+        run.checks(),
+        [
+            "cookie-set",
+            "cookie-reconnect",
+            "cookie-forged",
+            "cookie-expired"
+        ]
+    );
 }

@@ -173,6 +173,9 @@ pub struct Limits {
     /// Authorizer decisions cached per session (`cache: true` answers); past it the
     /// session's cache starts over.
     pub authorization_cache_per_session: usize,
+    /// Tracking cookies bound to principals, per shard (cookie authentication); past it
+    /// expired bindings go, then the oldest.
+    pub cookie_bindings: usize,
 }
 
 impl Default for Limits {
@@ -193,6 +196,7 @@ impl Default for Limits {
             router_call_timeout_ms: 10_000,
             held_messages_per_session: 1024,
             authorization_cache_per_session: 1024,
+            cookie_bindings: 100_000,
         }
     }
 }

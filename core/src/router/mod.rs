@@ -64,6 +64,7 @@ mod auth;
 mod authorizer;
 mod broker;
 mod config;
+mod cookie;
 mod dealer;
 mod dynauth;
 mod membership;
@@ -135,6 +136,14 @@ pub struct TransportInfo {
     /// The TLS channel id for cryptosign's `tls-unique` binding (32 bytes, as Autobahn
     /// computes it), if the transport has one; `None` refuses sessions asking for it.
     pub channel_binding: Option<Vec<u8>>,
+    /// The id of the connection's tracking cookie (Crossbar's `cbtid`), verified by the io
+    /// layer; a session authenticating on this connection binds it (see the `cookie`
+    /// module).
+    pub cbtid: Option<String>,
+    /// How long the tracking cookie has left, in ms.
+    pub cookie_ttl_ms: u64,
+    /// Whether the transport accepts the `cookie` authentication method.
+    pub cookie_auth: bool,
 }
 
 /// What a shard asks its caller to do.
@@ -278,6 +287,8 @@ pub struct Shard {
     /// Calls the router made and waits on, by call id.
     router_calls: Map<Id, dealer::RouterCall>,
     last_router_call: u64,
+    /// Tracking cookies bound to principals (cookie authentication).
+    cookies: cookie::Cookies,
     /// Reused by every publication: the shards it goes to.
     scratch_shards: Vec<u16>,
     /// Reused by every publication: the local subscriptions it matches.
@@ -348,6 +359,7 @@ impl Shard {
             router_caller: router_caller_id(config.index, count),
             router_calls: Map::default(),
             last_router_call: 0,
+            cookies: cookie::Cookies::default(),
             scratch_shards: Vec::new(),
             scratch_subs: Vec::new(),
         }
@@ -721,6 +733,13 @@ impl Shard {
                 query,
             } => self.meta_query(from, token, realm, query),
             PeerMsg::MetaReply { token, values } => self.meta_reply(from, token, values),
+            PeerMsg::CookieBind {
+                cbtid,
+                realm,
+                authid,
+                authrole,
+                ttl_ms,
+            } => self.cookie_bind(cbtid, realm, authid, authrole, ttl_ms),
         }
     }
 

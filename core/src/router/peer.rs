@@ -207,6 +207,21 @@ pub enum PeerMsg {
         /// The answer, as a list of values to merge.
         values: Vec<Value>,
     },
+    /// A session on the sender authenticated on a connection carrying a tracking cookie:
+    /// the cookie now stands for that principal (cookie authentication), until `ttl_ms`
+    /// from now.
+    CookieBind {
+        /// The cookie's id (`cbtid`).
+        cbtid: String,
+        /// Realm index.
+        realm: u16,
+        /// The principal's authid.
+        authid: String,
+        /// The principal's authrole.
+        authrole: String,
+        /// How long the binding holds, in ms from its arrival.
+        ttl_ms: u64,
+    },
     /// A restarted shard asks to rejoin (attempt `round`): a receiver serving no other
     /// joiner drops what the sender's previous life held, marks it live and answers with a
     /// [`PeerMsg::Snapshot`]; one busy with another joiner answers [`PeerMsg::Busy`].
@@ -539,6 +554,7 @@ mod tag {
     pub(super) const CANCEL: u8 = 0x18;
     pub(super) const META_QUERY: u8 = 0x20;
     pub(super) const META_REPLY: u8 = 0x21;
+    pub(super) const COOKIE_BIND: u8 = 0x22;
     pub(super) const JOIN: u8 = 0x30;
     pub(super) const SNAPSHOT: u8 = 0x31;
     pub(super) const BUSY: u8 = 0x32;
@@ -819,6 +835,20 @@ impl PeerMsg {
                     w.value(v, 0);
                 }
             }
+            Self::CookieBind {
+                cbtid,
+                realm,
+                authid,
+                authrole,
+                ttl_ms,
+            } => {
+                w.u8(tag::COOKIE_BIND);
+                w.str(cbtid);
+                w.u16(*realm);
+                w.str(authid);
+                w.str(authrole);
+                w.u64(*ttl_ms);
+            }
             Self::Join { round } => {
                 w.u8(tag::JOIN);
                 w.u32(*round);
@@ -1081,6 +1111,13 @@ impl PeerMsg {
                 }
                 Self::MetaReply { token, values }
             }
+            tag::COOKIE_BIND => Self::CookieBind {
+                cbtid: r.str()?,
+                realm: r.u16()?,
+                authid: r.str()?,
+                authrole: r.str()?,
+                ttl_ms: r.u64()?,
+            },
             tag::JOIN => Self::Join { round: r.u32()? },
             tag::BUSY => Self::Busy {
                 joiner: r.u16()?,
@@ -1528,6 +1565,13 @@ mod tests {
             },
             PeerMsg::Ack { token: u64::MAX },
             PeerMsg::Fence { token: 12 },
+            PeerMsg::CookieBind {
+                cbtid: "abc".into(),
+                realm: 1,
+                authid: "joe".into(),
+                authrole: "user".into(),
+                ttl_ms: 5000,
+            },
             PeerMsg::UnsubscribeRequest {
                 realm: 0,
                 uri: "x".into(),

@@ -307,6 +307,8 @@ impl Shard {
             }
         };
         let deadline = self.now.plus_ms(self.config.limits.auth.timeout_ms);
+        // Cookie authentication is the shard's: it knows the cookie bindings.
+        let by_cookie = self.cookie_step(conn, realm, &hello);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -317,7 +319,10 @@ impl Shard {
             transport: &s.transport,
             now: self.now,
         };
-        let step = self.authenticator.start(&ctx, &hello);
+        let step = match by_cookie {
+            Some(step) => step,
+            None => self.authenticator.start(&ctx, &hello),
+        };
         s.state = State::Authenticating {
             realm,
             hello: Box::new(hello),
@@ -496,6 +501,7 @@ impl Shard {
             .roles
             .iter()
             .position(|r| r.name == auth.authrole);
+        let auth_for_cookie = auth.clone();
         let joined = Joined {
             id,
             realm,
@@ -533,6 +539,7 @@ impl Shard {
             },
         });
         self.send(conn, serializer, &msg);
+        self.cookie_joined(conn, realm, &auth_for_cookie);
         self.meta_on_join(conn);
     }
 

@@ -402,3 +402,72 @@ fn held_messages_are_bounded() {
     w.send(1, &format!("[70,{req},{{}},[true]]"));
     assert_eq!(w.shards[0].pending_counts().router_calls, 0);
 }
+
+/// Opens `conn` on `shard` with tracking cookie `cbtid` (valid for `ttl_ms`).
+fn open_with_cookie(w: &mut World, shard: usize, conn: u64, cbtid: &str, ttl_ms: u64) {
+    let c = ConnId(conn);
+    w.home.insert(c, shard);
+    let t = TransportInfo {
+        kind: "websocket".into(),
+        peer: "tcp4:127.0.0.1:1".into(),
+        cbtid: Some(cbtid.into()),
+        cookie_ttl_ms: ttl_ms,
+        cookie_auth: true,
+        ..TransportInfo::default()
+    };
+    w.shards[shard].handle_open(w.now, c, Serializer::Json, t);
+    w.run();
+}
+
+#[test]
+fn a_bound_cookie_joins_as_the_same_principal_on_any_shard_until_it_expires() {
+    let mut w = world(2, backend());
+    component(&mut w, AUTHENTICATE);
+    // Authenticate by ticket on shard 1 over a connection carrying cookie `c1`.
+    open_with_cookie(&mut w, 1, 2, "c1", 1000);
+    w.send(
+        2,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["cookie","ticket"],"authid":"joe"}]"#,
+    );
+    w.check(2, &[r#"[4,"ticket",{}]"#]);
+    w.send(2, r#"[5,"s3cret",{}]"#);
+    let (req, _) = invocation(&mut w);
+    w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
+    welcomed(&mut w, 2);
+    assert_eq!(
+        w.shards[0].cookies.len(),
+        1,
+        "replicated to the other shard"
+    );
+    // The same cookie on shard 0: joined by cookie, no authenticator call.
+    open_with_cookie(&mut w, 0, 3, "c1", 1000);
+    w.send(
+        3,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["cookie"]}]"#,
+    );
+    let got = welcomed(&mut w, 3);
+    assert_eq!(
+        (&*got.0, &*got.1, &*got.2, &*got.3),
+        ("joe", "user", "cookie", "cookie")
+    );
+    w.check(1, &[]);
+    // Another cookie, or the cookie without offering `cookie`: no shortcut.
+    open_with_cookie(&mut w, 0, 4, "c2", 1000);
+    w.send(
+        4,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["cookie"]}]"#,
+    );
+    aborted(&mut w, 4, "wamp.error.no_auth_method");
+    open_with_cookie(&mut w, 0, 5, "c1", 1000);
+    w.send(5, r#"[1,"realm1",{"roles":{"caller":{}}}]"#);
+    let got = welcomed(&mut w, 5);
+    assert_eq!((&*got.1, &*got.2), ("backend", "anonymous"));
+    // Expired: the binding no longer counts.
+    w.advance(1000);
+    open_with_cookie(&mut w, 1, 6, "c1", 1000);
+    w.send(
+        6,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["cookie"]}]"#,
+    );
+    aborted(&mut w, 6, "wamp.error.no_auth_method");
+}

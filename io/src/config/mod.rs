@@ -36,6 +36,7 @@ pub use switchyard_core::router::AuthConfig;
 use switchyard_core::router::RouterConfig;
 
 use crate::ws::conn::Config as WsConnConfig;
+use crate::ws::cookie::CookieConfig;
 use crate::ws::deflate::DeflateConfig;
 
 /// The embedded configuration used when the node directory has none: realm `realm1`, role
@@ -168,6 +169,8 @@ pub struct WebSocketService {
     /// The index of `auth` in [`NodeConfig::auth`], which the connection passes to the
     /// router as [`switchyard_core::router::TransportInfo::auth`].
     pub auth_index: usize,
+    /// Cookie tracking (`cookie`), if enabled.
+    pub cookie: Option<CookieConfig>,
 }
 
 /// One WAMP-over-RawSocket service.

@@ -27,6 +27,7 @@ use super::{
     WebSocketService, DEFAULT_MAX_OUTBOUND_BYTES,
 };
 use crate::ws::conn::Config as WsConnConfig;
+use crate::ws::cookie::CookieConfig;
 use crate::ws::deflate::DeflateConfig;
 
 /// The largest `max_message_size` Crossbar accepts (64 MiB).
@@ -597,9 +598,48 @@ fn ws_leftover(key: &str) -> Leftover {
     match key {
         "debug" => Leftover::Ignored("per-transport debug logging; use --loglevel"),
         "url" => Leftover::Ignored("the URL is only informational here"),
-        "cookie" => Leftover::Unsupported("cookie tracking is not yet supported"),
         _ => Leftover::Unsupported(NOT_SUPPORTED),
     }
+}
+
+/// A WebSocket service's `cookie` (Crossbar's cookie tracking): `name`, `length`,
+/// `max_age` (seconds) as Crossbar checks them; `store` is accepted and not used.
+fn cookie(w: &mut Walk, field: Field<'_>) -> Option<CookieConfig> {
+    let mut obj = w.obj(field)?;
+    let mut config = CookieConfig::default();
+    if let Some((p, v)) = obj.take("name") {
+        if let Some(name) = w.str(Field::new(v, &p)) {
+            let mut chars = name.chars();
+            let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && name.len() >= 2
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if ok {
+                name.clone_into(&mut config.name);
+            } else {
+                w.invalid(
+                    &p,
+                    format!("invalid cookie name `{name}` (^[a-z][a-z0-9_]+$)"),
+                );
+            }
+        }
+    }
+    if let Some((p, v)) = obj.take("length") {
+        if let Some(n) = w.int(Field::new(v, &p), 6, 64) {
+            config.length = n as usize;
+        }
+    }
+    if let Some((p, v)) = obj.take("max_age") {
+        if let Some(n) = w.int(Field::new(v, &p), 1, 86_400 * 360 * 10) {
+            config.max_age = n;
+        }
+    }
+    obj.finish(w, |key| match key {
+        "store" => {
+            Leftover::Ignored("cookies are signed tokens bound by the router; no store is kept")
+        }
+        _ => Leftover::Unsupported(NOT_SUPPORTED),
+    });
+    Some(config)
 }
 
 /// Crossbar names web paths relative to the root (`ws`, `/`); requests carry absolute ones.
@@ -685,6 +725,7 @@ fn ws_service(w: &mut Walk, obj: &mut Obj<'_>, testee: bool) -> WebSocketService
         max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
         auth: Box::new(AuthConfig::anonymous()),
         auth_index: 0,
+        cookie: None,
     };
     if !testee {
         if let Some((p, v)) = obj.take("serializers") {
@@ -696,6 +737,11 @@ fn ws_service(w: &mut Walk, obj: &mut Obj<'_>, testee: bool) -> WebSocketService
     }
     if let Some((p, v)) = obj.take("options") {
         ws_options(w, Field::new(v, &p), &mut service);
+    }
+    if !testee {
+        if let Some((p, v)) = obj.take("cookie") {
+            service.cookie = cookie(w, Field::new(v, &p));
+        }
     }
     service
 }

@@ -30,6 +30,7 @@ use super::writev;
 use crate::config::{RawSocketService, Transport, WebSocketRoutes, WebSocketService};
 use crate::rawsocket::{self, RawSocketConn};
 use crate::ws::conn::{self as wsconn, Connection};
+use crate::ws::cookie;
 use crate::ws::deflate::PerMessageDeflate;
 use crate::ws::handshake::{self, HandshakeConfig};
 
@@ -60,6 +61,10 @@ struct Opened {
     max_outbound: usize,
     /// The service's `auth` section, by its index in the configuration.
     auth: usize,
+    /// WebSocket with cookie tracking: the connection's cookie id and its time left (ms).
+    cookie: Option<(String, u64)>,
+    /// Whether the service accepts the `cookie` authentication method.
+    cookie_auth: bool,
 }
 
 /// Serves one accepted connection to its end.
@@ -94,6 +99,8 @@ async fn serve_inner(
         peer_max,
         max_outbound,
         auth,
+        cookie,
+        cookie_auth,
     }) = opened?
     else {
         return linger(stream).await;
@@ -115,6 +122,9 @@ async fn serve_inner(
             },
             auth,
             channel_binding: None,
+            cookie_ttl_ms: cookie.as_ref().map_or(0, |c| c.1),
+            cbtid: cookie.map(|c| c.0),
+            cookie_auth,
         };
         c.shard.handle_open(now, id, serializer, info);
         c.dispatch();
@@ -415,7 +425,16 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
                     Some("wamp.2.msgpack") => Serializer::MsgPack,
                     _ => Serializer::Json,
                 };
-                let (result, _) = stream.write_all(accepted.response).await;
+                let mut response = accepted.response;
+                let cookie = service.cookie.as_ref().map(|config| {
+                    let t = super::track_cookie(config, accepted.cookie.as_deref());
+                    if let Some(line) = &t.set_cookie {
+                        cookie::add_header(&mut response, line);
+                    }
+                    let now = super::unix_now();
+                    (t.id, t.expires.saturating_sub(now).saturating_mul(1000))
+                });
+                let (result, _) = stream.write_all(response).await;
                 result?;
                 let deflate = match (&accepted.deflate, &service.deflate) {
                     (Some(params), Some(c)) => Some(PerMessageDeflate::new(params, c)),
@@ -435,6 +454,8 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
                     peer_max: 0,
                     max_outbound: service.max_outbound_bytes,
                     auth: service.auth_index,
+                    cookie,
+                    cookie_auth: service.auth.cookie,
                 }));
             }
         }
@@ -507,6 +528,8 @@ async fn open_raw(
                     peer_max: peer_max_message_size,
                     max_outbound: service.max_outbound_bytes,
                     auth: service.auth_index,
+                    cookie: None,
+                    cookie_auth: false,
                 }));
             }
             Some(rawsocket::Event::Failed(e)) => {

@@ -39,7 +39,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,6 +52,7 @@ use switchyard_core::router::{AuthConfig, Configured, Entropy, Shard, ShardConfi
 use self::core::{Core, Link, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
 use crate::config::{Endpoint, NodeConfig, Transport, TransportKind, WebSocketRoutes};
 use crate::echo::{self, EchoConfig};
+use crate::ws::cookie::{self, CookieConfig, CookieKey};
 
 /// How long shutdown waits for queued writes after the GOODBYEs.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -414,6 +415,62 @@ fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(u64::from(std::process::id()));
     h.finish()
+}
+
+/// The environment variable a controller passes its worker processes the node's cookie
+/// key in (64 hex digits), so that a cookie set by one worker verifies on every other.
+pub(crate) const COOKIE_KEY_ENV: &str = "SWITCHYARD_COOKIE_KEY";
+
+/// The node's cookie key: from [`COOKIE_KEY_ENV`] when a controller set it, else fresh
+/// from the OS random source (one process serves the node).
+fn cookie_key() -> &'static CookieKey {
+    static KEY: OnceLock<CookieKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let from_env = std::env::var(COOKIE_KEY_ENV).ok().and_then(|hex| {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect();
+            <[u8; 32]>::try_from(bytes).ok()
+        });
+        CookieKey::new(from_env.unwrap_or_else(random_key))
+    })
+}
+
+/// 32 bytes from the OS random source, as 64 hex digits for [`COOKIE_KEY_ENV`].
+pub(crate) fn random_key_hex() -> String {
+    random_key().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::getrandom(&mut key).is_err() {
+        // Without OS randomness no key is secret; a key from the per-process hasher seeds
+        // is the best left, and the failure is logged.
+        tracing::error!("no OS randomness for the cookie key");
+        for (i, chunk) in key.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&(random_seed() ^ i as u64).to_le_bytes());
+        }
+    }
+    key
+}
+
+/// The tracking cookie of an upgrade whose request carried `header` (see `ws::cookie`).
+pub(crate) fn track_cookie(config: &CookieConfig, header: Option<&str>) -> cookie::Tracked {
+    let mut random = [0u8; 48];
+    if getrandom::getrandom(&mut random).is_err() {
+        for (i, chunk) in random.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&(random_seed() ^ i as u64).to_le_bytes());
+        }
+    }
+    cookie::track(cookie_key(), config, header, unix_now(), &random)
+}
+
+/// Seconds since the Unix epoch (cookie expiry is wall-clock time).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn core_thread(

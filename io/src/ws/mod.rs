@@ -4,6 +4,7 @@
 //! come out as data for the caller to send. Nothing here touches a socket or a clock.
 
 pub mod conn;
+pub mod cookie;
 pub mod deflate;
 pub mod frame;
 pub mod handshake;

@@ -291,6 +291,7 @@ impl One {
             peer: peer.into(),
             auth,
             channel_binding: binding,
+            ..TransportInfo::default()
         };
         self.shard
             .handle_open(self.now, ConnId(conn), Serializer::Json, t);
