@@ -187,6 +187,15 @@ fn node_dir(flag: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The directory relative TLS files and Unix socket paths are read from: the node
+/// directory (Crossbar's rule), or with `--config FILE` alone the file's own directory.
+fn paths_base(args: &ConfigArgs, file: &Path) -> PathBuf {
+    if args.config.is_some() && args.cbdir.is_none() && std::env::var_os("CROSSBAR_DIR").is_none() {
+        return file.parent().map(Path::to_owned).unwrap_or_default();
+    }
+    node_dir(args.cbdir.as_deref())
+}
+
 /// A configuration as found on disk (or embedded), checked.
 struct Loaded {
     /// Where it came from, for messages.
@@ -203,10 +212,16 @@ fn load(args: &ConfigArgs) -> Result<Loaded, String> {
         None => node_dir(args.cbdir.as_deref()).join("config.json"),
     };
     match fs::read_to_string(&file) {
-        Ok(text) => Ok(Loaded {
-            origin: file.display().to_string(),
-            checked: config::check_str(&text),
-        }),
+        Ok(text) => {
+            let mut checked = config::check_str(&text);
+            if let Some(node) = &mut checked.config {
+                node.resolve_paths(&paths_base(args, &file));
+            }
+            Ok(Loaded {
+                origin: file.display().to_string(),
+                checked,
+            })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => Ok(Loaded {
             origin: "the embedded default configuration".to_owned(),
             checked: config::check_str(DEFAULT_JSON),

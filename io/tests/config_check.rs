@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use switchyard_core::codec::Serializer;
 use switchyard_core::uri::MatchPolicy;
 use switchyard_io::config::{
-    check_str, check_value, default_config, Endpoint, TransportKind, WebSocketRoutes,
+    check_str, check_value, default_config, Endpoint, TlsConfig, TransportKind, UnixEndpoint,
+    WebSocketRoutes,
 };
 
 /// Checks `config` and compares every problem line (`path: reason`) with `expect`.
@@ -208,8 +209,7 @@ fn unsupported_keys_are_each_named_by_path() {
             "controller.options: ignored: the controller section is not used by Switchyard",
             "workers[0].options.cpu_affinity: not supported by Switchyard",
             "workers[0].realms[0].store.call-queue: call queues are not supported",
-            "workers[0].transports[0].endpoint.tls.dhparam: ignored: rustls uses ECDHE key exchange only; DH parameters are not used",
-            "workers[0].transports[0].endpoint.tls: TLS is not yet supported by this build",
+            "workers[0].transports[0].endpoint.tls.dhparam: rustls offers no finite-field DHE cipher suites (only ECDHE), so DH parameters cannot be used; remove the key",
             "workers[0].transports[0].options.allowed_origins: origin checking is not yet supported (only [\"*\"])",
             "workers[0].transports[0].options.auto_fragment_size: ignored: outgoing messages are sent unfragmented (invisible to WAMP)",
             "workers[0].transports[1].paths[\"/\"].type: web service type `static` is not yet supported",
@@ -393,9 +393,22 @@ fn unix_endpoints_and_testee() {
         {"type": "rawsocket", "endpoint": {"type": "unix", "path": "/tmp/sy.sock"}},
         {"type": "websocket.testee", "endpoint": tcp(9001), "options": {"max_message_size": 16777216}}
     ]));
+    check(config.clone(), &[]);
+    let node = check_value(&config).config.expect("accepted");
+    assert_eq!(
+        node.transports[0].endpoint,
+        Endpoint::Unix(UnixEndpoint {
+            path: "/tmp/sy.sock".into(),
+            backlog: 1024
+        })
+    );
+    // TLS does not go over Unix sockets (Crossbar has no such key either).
+    let tls_unix = with_transports(json!([
+        {"type": "rawsocket", "endpoint": {"type": "unix", "path": "s", "tls": {}}}
+    ]));
     check(
-        config.clone(),
-        &["workers[0].transports[0].endpoint: Unix-socket endpoints are not yet served by this build"],
+        tls_unix,
+        &["workers[0].transports[0].endpoint.tls: not supported by Switchyard"],
     );
     let testee_only = with_transports(json!([config["workers"][0]["transports"][1].clone()]));
     let checked = check_value(&testee_only);
@@ -616,5 +629,75 @@ fn cookie_tracking_and_cookie_authentication_are_read() {
             "workers[0].transports[0].cookie.length: 3 is out of range (must be from 6 to 64)",
             "workers[0].transports[0].cookie.max_age: 0 is out of range (must be from 1 to 311040000)",
         ],
+    );
+}
+
+#[test]
+fn tls_and_unix_endpoints_and_rawsocket_keepalive() {
+    // The README's example.
+    let config = with_transports(json!([
+        {"type": "websocket",
+         "endpoint": {"type": "tcp", "port": 8443,
+                      "tls": {"key": "server.key", "certificate": "server.crt",
+                              "chain_certificates": ["intermediate.crt"],
+                              "ca_certificates": ["client-ca.crt"]}}},
+        {"type": "rawsocket",
+         "endpoint": {"type": "unix", "path": "router.sock"},
+         "options": {"auto_ping_interval": 30000, "auto_ping_timeout": 10000}}
+    ]));
+    check(config.clone(), &[]);
+    let mut node = check_value(&config).config.expect("accepted");
+    node.resolve_paths(std::path::Path::new("/node"));
+    let Endpoint::Tcp(tcp) = &node.transports[0].endpoint else {
+        panic!("tcp expected")
+    };
+    assert_eq!(
+        tcp.tls,
+        Some(TlsConfig {
+            key: "/node/server.key".into(),
+            certificate: "/node/server.crt".into(),
+            chain_certificates: vec!["/node/intermediate.crt".into()],
+            ca_certificates: vec!["/node/client-ca.crt".into()],
+        })
+    );
+    assert_eq!(
+        node.transports[1].endpoint,
+        Endpoint::Unix(UnixEndpoint {
+            path: "/node/router.sock".into(),
+            backlog: 1024
+        })
+    );
+    let raw = node.transports[1].rawsocket.as_ref().expect("rawsocket");
+    assert_eq!(raw.ping_interval, Some(Duration::from_secs(30)));
+    assert_eq!(raw.ping_timeout, Duration::from_secs(10));
+
+    // Keys rustls cannot honour are refused by path; absolute paths stay as they are.
+    let refused = with_transports(json!([
+        {"type": "rawsocket",
+         "endpoint": {"type": "tcp", "port": 8443,
+                      "tls": {"key": "/abs/k.pem", "certificate": "c.pem",
+                              "ciphers": "ECDHE-RSA-AES128-GCM-SHA256", "dhparam": "dh.pem"}}}
+    ]));
+    check(
+        refused,
+        &[
+            "workers[0].transports[0].endpoint.tls.ciphers: OpenSSL cipher lists are not supported (rustls offers its own safe suites); remove the key",
+            "workers[0].transports[0].endpoint.tls.dhparam: rustls offers no finite-field DHE cipher suites (only ECDHE), so DH parameters cannot be used; remove the key",
+        ],
+    );
+    let absolute = with_transports(json!([
+        {"type": "rawsocket",
+         "endpoint": {"type": "tcp", "port": 8443,
+                      "tls": {"key": "/abs/k.pem", "certificate": "c.pem"}}}
+    ]));
+    let mut node = check_value(&absolute).config.expect("accepted");
+    node.resolve_paths(std::path::Path::new("/node"));
+    let Endpoint::Tcp(tcp) = &node.transports[0].endpoint else {
+        panic!("tcp expected")
+    };
+    let tls = tcp.tls.as_ref().expect("tls");
+    assert_eq!(
+        (tls.key.to_str(), tls.certificate.to_str()),
+        (Some("/abs/k.pem"), Some("/node/c.pem"))
     );
 }

@@ -93,7 +93,28 @@ impl Node {
     /// Starts `switchyard start --cores <cores>` on `config` with JSON logs at info level,
     /// and waits until every port in `ports` accepts connections.
     pub fn start(config: &Value, cores: u16, ports: &[u16]) -> Self {
-        Self::start_with(config, &["--cores".to_owned(), cores.to_string()], ports)
+        Self::start_with(
+            config,
+            &["--cores".to_owned(), cores.to_string()],
+            ports,
+            &[],
+        )
+    }
+
+    /// [`Node::start`], with `files` (name relative to the node directory, contents)
+    /// written into the node directory first: TLS keys and certificates.
+    pub fn start_with_files(
+        config: &Value,
+        cores: u16,
+        ports: &[u16],
+        files: &[(&str, String)],
+    ) -> Self {
+        Self::start_with(
+            config,
+            &["--cores".to_owned(), cores.to_string()],
+            ports,
+            files,
+        )
     }
 
     /// Starts `switchyard start --workers <workers> --cores <cores>` (a controller and
@@ -105,11 +126,17 @@ impl Node {
             "--cores".to_owned(),
             cores.to_string(),
         ];
-        Self::start_with(config, &args, ports)
+        Self::start_with(config, &args, ports, &[])
     }
 
-    /// Starts `switchyard start` with `args` after the log options.
-    fn start_with(config: &Value, args: &[String], ports: &[u16]) -> Self {
+    /// Starts `switchyard start` with `args` after the log options, with `files` written
+    /// into the node directory first.
+    fn start_with(
+        config: &Value,
+        args: &[String],
+        ports: &[u16],
+        files: &[(&str, String)],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "switchyard-tests-{}-{}",
             std::process::id(),
@@ -117,6 +144,9 @@ impl Node {
         ));
         std::fs::create_dir_all(&dir).expect("a node directory");
         std::fs::write(dir.join("config.json"), config.to_string()).expect("config written");
+        for (name, contents) in files {
+            std::fs::write(dir.join(name), contents).expect("file written");
+        }
         let mut cmd = Command::new(binary());
         cmd.args(["start", "--loglevel", "info", "--logformat", "json"])
             .args(args)

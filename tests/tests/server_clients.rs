@@ -12,7 +12,7 @@
 //! node exits 0. Nothing here asserts timing: waits are bounded only so a bug fails.
 //!
 //! What it does not cover: worker processes (`server_workers.rs` does), TLS and Unix
-//! sockets (not served yet).
+//! sockets (`server_tls.rs` does).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -64,6 +64,29 @@ pub struct NodeConfig {
     pub auth: Vec<AuthConfig>,
 }
 
+impl NodeConfig {
+    /// Makes the relative file paths of the configuration (TLS key and certificate files,
+    /// Unix socket paths) relative to the node directory `dir`, as Crossbar reads them.
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        for transport in &mut self.transports {
+            match &mut transport.endpoint {
+                Endpoint::Tcp(tcp) => {
+                    if let Some(tls) = &mut tcp.tls {
+                        let files = [&mut tls.key, &mut tls.certificate]
+                            .into_iter()
+                            .chain(&mut tls.chain_certificates)
+                            .chain(&mut tls.ca_certificates);
+                        for file in files {
+                            *file = dir.join(&*file);
+                        }
+                    }
+                }
+                Endpoint::Unix(unix) => unix.path = dir.join(&unix.path),
+            }
+        }
+    }
+}
+
 /// One listening transport.
 #[derive(Clone, Debug)]
 pub struct Transport {
@@ -130,6 +153,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// The certificate chain file (PEM).
     pub certificate: PathBuf,
+    /// Further certificates sent after `certificate` to complete the chain (PEM files).
+    pub chain_certificates: Vec<PathBuf>,
     /// CA certificates to verify client certificates with; non-empty asks clients for one.
     pub ca_certificates: Vec<PathBuf>,
 }
@@ -183,6 +208,12 @@ pub struct RawSocketService {
     /// The outbound bytes a connection may have queued before it is dropped as a slow
     /// consumer (Switchyard's own `options.max_outbound_bytes`).
     pub max_outbound_bytes: usize,
+    /// Keep-alive: how long a connection may stay silent before the router sends PING
+    /// (`options.auto_ping_interval`, milliseconds as for WebSocket); `None` never pings.
+    pub ping_interval: Option<Duration>,
+    /// Keep-alive: how long the router waits for the PONG before dropping the connection
+    /// (`options.auto_ping_timeout`).
+    pub ping_timeout: Duration,
     /// Authentication (absent in the configuration: anonymous with role `anonymous`).
     pub auth: Box<AuthConfig>,
     /// The index of `auth` in [`NodeConfig::auth`].

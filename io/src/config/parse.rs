@@ -44,6 +44,9 @@ const RAWSOCKET_MIN: usize = 512;
 /// connections, and above 1 GiB one connection could hold most of a node's memory.
 const MIN_OUTBOUND_BYTES: u64 = 64 << 10;
 const MAX_OUTBOUND_BYTES: u64 = 1 << 30;
+/// How long a RawSocket keep-alive PING waits for its PONG unless configured (the
+/// WebSocket default).
+const RAWSOCKET_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Walks a whole node configuration.
 pub(super) fn node(root: &Value) -> Checked {
@@ -899,6 +902,8 @@ fn raw_service(w: &mut Walk, obj: &mut Obj<'_>) -> RawSocketService {
         serializers: vec![Serializer::Json, Serializer::MsgPack],
         max_message_size: RAWSOCKET_MAX,
         max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+        ping_interval: None,
+        ping_timeout: RAWSOCKET_PING_TIMEOUT,
         auth: Box::new(AuthConfig::anonymous()),
         auth_index: 0,
     };
@@ -927,6 +932,18 @@ fn raw_service(w: &mut Walk, obj: &mut Obj<'_>) -> RawSocketService {
                 if let Some(n) = w.int(Field::new(ov, &op), MIN_OUTBOUND_BYTES, MAX_OUTBOUND_BYTES)
                 {
                     service.max_outbound_bytes = n as usize;
+                }
+            }
+            // Crossbar's RawSocket has no keep-alive; the names and units are those of its
+            // WebSocket options, so one habit serves both.
+            if let Some((op, ov)) = options.take("auto_ping_interval") {
+                if let Some(ms) = w.int(Field::new(ov, &op), 0, 3_600_000) {
+                    service.ping_interval = (ms > 0).then(|| Duration::from_millis(ms));
+                }
+            }
+            if let Some((op, ov)) = options.take("auto_ping_timeout") {
+                if let Some(ms) = w.int(Field::new(ov, &op), 1, 3_600_000) {
+                    service.ping_timeout = Duration::from_millis(ms);
                 }
             }
             options.finish(w, none_known);
@@ -1328,10 +1345,6 @@ fn endpoint(w: &mut Walk, field: Field<'_>) -> Option<Endpoint> {
                 .and_then(|(p, v)| w.str(Field::new(v, &p)))
                 .map(PathBuf::from);
             let backlog = backlog(w, &mut obj);
-            w.unsupported(
-                obj.path(),
-                "Unix-socket endpoints are not yet served by this build",
-            );
             path.map(|path| Endpoint::Unix(UnixEndpoint { path, backlog }))
         }
         // The other keys of an endpoint we cannot serve say nothing more worth reading.
@@ -1420,28 +1433,33 @@ fn tls(w: &mut Walk, field: Field<'_>) -> Option<TlsConfig> {
     let mut obj = w.obj(field)?;
     let key = file(w, &mut obj, "key");
     let certificate = file(w, &mut obj, "certificate");
-    let ca_certificates = obj
-        .take("ca_certificates")
-        .and_then(|(p, v)| w.strings(Field::new(v, &p)))
-        .map(|list| list.into_iter().map(|(_, s)| PathBuf::from(s)).collect())
-        .unwrap_or_default();
-    let path = obj.path().to_owned();
+    let chain_certificates = files(w, &mut obj, "chain_certificates");
+    let ca_certificates = files(w, &mut obj, "ca_certificates");
     obj.finish(w, |key| match key {
-        "dhparam" => {
-            Leftover::Ignored("rustls uses ECDHE key exchange only; DH parameters are not used")
-        }
+        "dhparam" => Leftover::Unsupported(
+            "rustls offers no finite-field DHE cipher suites (only ECDHE), so DH parameters \
+             cannot be used; remove the key",
+        ),
         "ciphers" => Leftover::Unsupported(
-            "OpenSSL cipher lists are not supported (rustls offers its safe defaults)",
+            "OpenSSL cipher lists are not supported (rustls offers its own safe suites); \
+             remove the key",
         ),
         _ => Leftover::Unsupported(NOT_SUPPORTED),
     });
-    // The runtime does not terminate TLS yet: refuse rather than serve plain text.
-    w.unsupported(&path, "TLS is not yet supported by this build");
     Some(TlsConfig {
         key: key?,
         certificate: certificate?,
+        chain_certificates,
         ca_certificates,
     })
+}
+
+/// An optional list-of-file-names key of `obj`.
+fn files(w: &mut Walk, obj: &mut Obj<'_>, key: &'static str) -> Vec<PathBuf> {
+    obj.take(key)
+        .and_then(|(p, v)| w.strings(Field::new(v, &p)))
+        .map(|list| list.into_iter().map(|(_, s)| PathBuf::from(s)).collect())
+        .unwrap_or_default()
 }
 
 /// A mandatory file-name key of `obj`.

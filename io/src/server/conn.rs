@@ -1,32 +1,33 @@
 //! The connection driver: one task per accepted connection, a thin loop around the
 //! sans-IO transports and the core's shard.
 //!
-//! Opening: under the transport's opening timeout, the first bytes decide the transport
+//! Opening: under the transport's opening timeout, the TLS handshake (on TLS endpoints),
+//! then the first bytes decide the transport
 //! (0x7F is RawSocket, anything else an HTTP upgrade for WebSocket, on transports that
 //! serve both); the WebSocket route is chosen by the request path. Then the loop: wait for
 //! readability, queued output or a keep-alive timer → read into a per-core buffer →
 //! transport codec → WAMP codec (`switchyard_core::codec::decode`) → shard → dispatch →
 //! frame the connection's queued messages → write. An idle connection holds no read buffer
-//! and no write buffer. It makes no routing decision.
+//! and no write buffer (TLS: see `tls.rs` for what rustls keeps). RawSocket keep-alive: a
+//! connection silent for `auto_ping_interval` gets a PING, and is dropped if its PONG does
+//! not come within `auto_ping_timeout`. It makes no routing decision.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use switchyard_core::codec::{self, Serializer};
 use switchyard_core::message::Message;
 use switchyard_core::router::{ConnId, TransportInfo};
 
 use super::core::{ConnShared, Core, Framing, Out};
-use super::writev;
+use super::stream::Link;
+use super::Accepted;
 use crate::config::{RawSocketService, Transport, WebSocketRoutes, WebSocketService};
 use crate::rawsocket::{self, RawSocketConn};
 use crate::ws::conn::{self as wsconn, Connection};
@@ -34,10 +35,6 @@ use crate::ws::cookie;
 use crate::ws::deflate::PerMessageDeflate;
 use crate::ws::handshake::{self, HandshakeConfig};
 
-/// Size of each pooled read buffer.
-const READ_BUFFER: usize = 64 * 1024;
-/// Buffers kept in the per-core pool.
-const POOL_LIMIT: usize = 64;
 /// How long a closing connection drains the peer's last bytes before the socket goes.
 const LINGER: Duration = Duration::from_secs(2);
 /// The opening deadline of a RawSocket-only transport (WebSocket services carry their own).
@@ -68,26 +65,43 @@ struct Opened {
 }
 
 /// Serves one accepted connection to its end.
-pub(super) async fn serve(
-    core: Rc<RefCell<Core>>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    transport: Rc<Transport>,
-) {
-    if let Err(e) = serve_inner(&core, stream, peer, &transport).await {
+pub(super) async fn serve(core: Rc<RefCell<Core>>, accepted: Accepted, transport: Rc<Transport>) {
+    let peer = accepted.peer.clone();
+    if let Err(e) = serve_inner(&core, accepted, &transport).await {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
     }
 }
 
 async fn serve_inner(
     core: &Rc<RefCell<Core>>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
     transport: &Transport,
 ) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+    let Accepted { link, peer } = accepted;
+    let mut link = link?;
     let deadline = opening_timeout(transport);
-    let opened = monoio::time::timeout(deadline, open(&mut stream, transport)).await;
+    // The opening is bounded by the opening timeout and cut short by a shutdown.
+    let opening = core.borrow_mut().opening_started();
+    let opened = {
+        let open = monoio::time::timeout(deadline, async {
+            let early = link.handshake().await?;
+            open(&mut link, transport, early).await
+        });
+        let mut open = pin!(open);
+        let core = Rc::clone(core);
+        poll_fn(move |cx| {
+            if core.borrow_mut().opening_poll(opening, cx.waker()) {
+                return Poll::Ready(None);
+            }
+            open.as_mut().poll(cx).map(Some)
+        })
+        .await
+    };
+    core.borrow_mut().opening_finished(opening);
+    let Some(opened) = opened else {
+        tracing::debug!(%peer, "opening cut short by shutdown");
+        return linger(link).await;
+    };
     let Ok(opened) = opened else {
         tracing::debug!(%peer, "opening handshake timed out");
         return Ok(());
@@ -103,12 +117,18 @@ async fn serve_inner(
         cookie_auth,
     }) = opened?
     else {
-        return linger(stream).await;
+        return linger(link).await;
     };
     let (kind, framing) = match &wire {
         Wire::Ws(_) if deflate => ("websocket", Framing::PerConnection),
         Wire::Ws(_) => ("websocket", Framing::WebSocket),
         Wire::Raw(_) => ("rawsocket", Framing::RawSocket { peer_max }),
+    };
+    let mut keepalive = match (&wire, &transport.rawsocket) {
+        (Wire::Raw(_), Some(service)) => service
+            .ping_interval
+            .map(|interval| KeepAlive::new(interval, service.ping_timeout, Instant::now())),
+        _ => None,
     };
     let (id, shared) = {
         let mut c = core.borrow_mut();
@@ -116,10 +136,7 @@ async fn serve_inner(
         let now = c.now();
         let info = TransportInfo {
             kind: kind.to_owned(),
-            peer: match peer {
-                SocketAddr::V4(a) => format!("tcp4:{a}"),
-                SocketAddr::V6(a) => format!("tcp6:{a}"),
-            },
+            peer: peer.clone(),
             auth,
             channel_binding: None,
             cookie_ttl_ms: cookie.as_ref().map_or(0, |c| c.1),
@@ -130,8 +147,17 @@ async fn serve_inner(
         c.dispatch();
         (id, shared)
     };
-    tracing::debug!(%peer, conn = id.0, kind, ?serializer, "connection open");
-    let result = run(core, &mut stream, &mut wire, serializer, id, &shared).await;
+    tracing::debug!(%peer, conn = id.0, kind, ?serializer, tls = link.is_tls(), "connection open");
+    let result = run(
+        core,
+        &mut link,
+        &mut wire,
+        &mut keepalive,
+        serializer,
+        id,
+        &shared,
+    )
+    .await;
     {
         let mut c = core.borrow_mut();
         c.remove(id);
@@ -141,7 +167,58 @@ async fn serve_inner(
     }
     tracing::debug!(%peer, conn = id.0, "connection closed");
     result?;
-    linger(stream).await
+    linger(link).await
+}
+
+/// RawSocket keep-alive: when the next PING is due, or the PONG awaited and its deadline.
+struct KeepAlive {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    awaiting: Option<(Instant, [u8; 8])>,
+    sent: u64,
+}
+
+impl KeepAlive {
+    fn new(interval: Duration, timeout: Duration, now: Instant) -> Self {
+        Self {
+            interval,
+            timeout,
+            next_ping: now + interval,
+            awaiting: None,
+            sent: 0,
+        }
+    }
+
+    /// The next instant something must happen.
+    fn deadline(&self) -> Instant {
+        self.awaiting.map_or(self.next_ping, |(at, _)| at)
+    }
+
+    /// Traffic from the peer: it is alive, so the next PING can wait.
+    fn heard(&mut self, now: Instant) {
+        if self.awaiting.is_none() {
+            self.next_ping = now + self.interval;
+        }
+    }
+
+    fn pong(&mut self, payload: &[u8], now: Instant) {
+        if self.awaiting.is_some_and(|(_, p)| p == payload) {
+            self.awaiting = None;
+            self.next_ping = now + self.interval;
+        }
+    }
+
+    /// At the deadline: `Some(payload)` to PING with, or `None` when the PONG is overdue.
+    fn fire(&mut self, now: Instant) -> Option<[u8; 8]> {
+        if self.awaiting.is_some() {
+            return None;
+        }
+        self.sent += 1;
+        let payload = self.sent.to_be_bytes();
+        self.awaiting = Some((now + self.timeout, payload));
+        Some(payload)
+    }
 }
 
 fn opening_timeout(transport: &Transport) -> Duration {
@@ -159,8 +236,9 @@ fn opening_timeout(transport: &Transport) -> Duration {
 /// The open connection's loop; returns when the connection is done.
 async fn run(
     core: &Rc<RefCell<Core>>,
-    stream: &mut TcpStream,
+    link: &mut Link,
     wire: &mut Wire,
+    keepalive: &mut Option<KeepAlive>,
     serializer: Serializer,
     id: ConnId,
     shared: &ConnShared,
@@ -171,7 +249,7 @@ async fn run(
         ws.start_keepalive(Instant::now());
     }
     loop {
-        let done = events(core, wire, serializer, id, &mut out);
+        let done = events(core, wire, keepalive, serializer, id, &mut out);
         let (queue, close) = shared.take();
         // The batch for one vectored write: the transport's own bytes gathered in `out`,
         // cut wherever a shared fan-out frame goes between them.
@@ -207,38 +285,51 @@ async fn run(
         if shared.is_dropped() {
             return Err(slow_consumer());
         }
-        let write = async {
-            match batch.len() {
-                0 => Ok(()),
-                1 => stream.write_all(batch.swap_remove(0)).await.0.map(drop),
-                _ => writev::write_all(stream, batch).await,
-            }
-        };
-        unless_dropped(shared, write).await?;
+        unless_dropped(shared, link.write_batch(batch)).await?;
         shared.written();
         if done || close.is_some() {
             return Ok(());
         }
         let timer = match wire {
             Wire::Ws(ws) => ws.poll_timeout(),
-            Wire::Raw(_) => None,
+            Wire::Raw(_) => keepalive.as_ref().map(KeepAlive::deadline),
         };
-        match wait(stream, shared, timer).await {
+        match wait(link, shared, timer).await {
             Wake::Output => {}
-            Wake::Timer => {
-                if let Wire::Ws(ws) = wire {
-                    ws.handle_timeout(Instant::now());
+            Wake::Timer => match wire {
+                Wire::Ws(ws) => ws.handle_timeout(Instant::now()),
+                Wire::Raw(raw) => {
+                    if let Some(ka) = keepalive {
+                        let now = Instant::now();
+                        if now >= ka.deadline() {
+                            let Some(payload) = ka.fire(now) else {
+                                tracing::debug!(
+                                    conn = id.0,
+                                    timeout = ?ka.timeout,
+                                    "rawsocket peer did not answer PING: dropped"
+                                );
+                                return Ok(());
+                            };
+                            if let Err(e) = raw.send_ping(&payload, &mut out) {
+                                tracing::debug!(conn = id.0, error = ?e, "PING not sent");
+                            }
+                        }
+                    }
                 }
-            }
+            },
             Wake::Readable(ready) => {
                 ready?;
-                let eof = read_pooled(stream, |bytes| match wire {
-                    Wire::Ws(ws) => ws.handle_read(bytes),
-                    Wire::Raw(raw) => raw.handle_read(bytes),
-                })
-                .await?;
+                let eof = link
+                    .read(|bytes| match wire {
+                        Wire::Ws(ws) => ws.handle_read(bytes),
+                        Wire::Raw(raw) => raw.handle_read(bytes),
+                    })
+                    .await?;
+                if let Some(ka) = keepalive {
+                    ka.heard(Instant::now());
+                }
                 if eof {
-                    events(core, wire, serializer, id, &mut out);
+                    events(core, wire, keepalive, serializer, id, &mut out);
                     return Ok(());
                 }
             }
@@ -277,6 +368,7 @@ async fn unless_dropped(
 fn events(
     core: &Rc<RefCell<Core>>,
     wire: &mut Wire,
+    keepalive: &mut Option<KeepAlive>,
     serializer: Serializer,
     id: ConnId,
     out: &mut Vec<u8>,
@@ -326,6 +418,12 @@ fn events(
                         done = true;
                         continue;
                     }
+                    Some(rawsocket::Event::Pong(payload)) => {
+                        if let Some(ka) = keepalive {
+                            ka.pong(&payload, Instant::now());
+                        }
+                        continue;
+                    }
                     Some(_) => continue,
                 }
             }
@@ -359,8 +457,8 @@ enum Wake {
 }
 
 /// Waits for readability, queued output, or the transport's timer.
-async fn wait(stream: &TcpStream, shared: &ConnShared, timer: Option<Instant>) -> Wake {
-    let mut readable = pin!(stream.readable(false));
+async fn wait(link: &Link, shared: &ConnShared, timer: Option<Instant>) -> Wake {
+    let mut readable = pin!(link.readable());
     let either = poll_fn(|cx| {
         if shared.has_work() {
             return Poll::Ready(Wake::Output);
@@ -376,14 +474,20 @@ async fn wait(stream: &TcpStream, shared: &ConnShared, timer: Option<Instant>) -
     }
 }
 
-/// Reads the opening bytes and completes the transport's handshake. `Ok(None)`: refused
-/// (the refusal is written) or the peer left.
-async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Option<Opened>> {
-    let mut head = Vec::new();
+/// Reads the opening bytes (after `head`, which arrived with the TLS handshake) and
+/// completes the transport's handshake. `Ok(None)`: refused (the refusal is written) or the
+/// peer left.
+async fn open(
+    link: &mut Link,
+    transport: &Transport,
+    mut head: Vec<u8>,
+) -> io::Result<Option<Opened>> {
     loop {
-        stream.readable(false).await?;
-        if read_pooled(stream, |bytes| head.extend_from_slice(bytes)).await? {
-            return Ok(None);
+        if head.is_empty() {
+            link.readable().await?;
+            if link.read(|bytes| head.extend_from_slice(bytes)).await? {
+                return Ok(None);
+            }
         }
         let Some(&first) = head.first() else {
             continue;
@@ -392,14 +496,14 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
             let Some(service) = &transport.rawsocket else {
                 return Ok(None);
             };
-            return open_raw(stream, service, head).await;
+            return open_raw(link, service, head).await;
         }
         let Some(service) = route(&transport.websocket, &head) else {
             if head.len() > handshake::DEFAULT_MAX_REQUEST_BYTES || head_complete(&head) {
-                let (result, _) = stream.write_all(NOT_FOUND).await;
-                result?;
+                link.write(Bytes::from_static(NOT_FOUND)).await?;
                 return Ok(None);
             }
+            read_more(link, &mut head).await?;
             continue;
         };
         let config = HandshakeConfig {
@@ -413,11 +517,13 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
             deflate: service.deflate.clone(),
         };
         match handshake::parse_request(&head, &config) {
-            Ok(None) => continue,
+            Ok(None) => {
+                read_more(link, &mut head).await?;
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket handshake refused");
-                let (result, _) = stream.write_all(e.response()).await;
-                result?;
+                link.write(Bytes::from(e.response())).await?;
                 return Ok(None);
             }
             Ok(Some(accepted)) => {
@@ -434,8 +540,7 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
                     let now = super::unix_now();
                     (t.id, t.expires.saturating_sub(now).saturating_mul(1000))
                 });
-                let (result, _) = stream.write_all(response).await;
-                result?;
+                link.write(Bytes::from(response)).await?;
                 let deflate = match (&accepted.deflate, &service.deflate) {
                     (Some(params), Some(c)) => Some(PerMessageDeflate::new(params, c)),
                     _ => None,
@@ -460,6 +565,15 @@ async fn open(stream: &mut TcpStream, transport: &Transport) -> io::Result<Optio
             }
         }
     }
+}
+
+/// Reads more of an opening request; the peer leaving is an end of stream error.
+async fn read_more(link: &mut Link, head: &mut Vec<u8>) -> io::Result<()> {
+    link.readable().await?;
+    if link.read(|bytes| head.extend_from_slice(bytes)).await? {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 const NOT_FOUND: &[u8] =
@@ -487,7 +601,7 @@ fn route<'a>(routes: &'a WebSocketRoutes, head: &[u8]) -> Option<&'a WebSocketSe
 }
 
 async fn open_raw(
-    stream: &mut TcpStream,
+    link: &mut Link,
     service: &RawSocketService,
     head: Vec<u8>,
 ) -> io::Result<Option<Opened>> {
@@ -509,8 +623,7 @@ async fn open_raw(
         let mut out = Vec::new();
         conn.poll_transmit(&mut out);
         if !out.is_empty() {
-            let (result, _) = stream.write_all(out).await;
-            result?;
+            link.write(Bytes::from(out)).await?;
         }
         match conn.poll_event() {
             Some(rawsocket::Event::Open {
@@ -537,15 +650,14 @@ async fn open_raw(
                 let mut out = Vec::new();
                 conn.poll_transmit(&mut out);
                 if !out.is_empty() {
-                    let (result, _) = stream.write_all(out).await;
-                    result?;
+                    link.write(Bytes::from(out)).await?;
                 }
                 return Ok(None);
             }
             Some(_) => {}
             None => {
-                stream.readable(false).await?;
-                if read_pooled(stream, |bytes| conn.handle_read(bytes)).await? {
+                link.readable().await?;
+                if link.read(|bytes| conn.handle_read(bytes)).await? {
                     return Ok(None);
                 }
             }
@@ -553,51 +665,18 @@ async fn open_raw(
     }
 }
 
-/// After the last frame: half-close, then drain the peer's bytes until it closes or
-/// [`LINGER`] passes, so it reads our final bytes instead of a reset.
-async fn linger(mut stream: TcpStream) -> io::Result<()> {
-    stream.shutdown().await?;
+/// After the last frame: half-close (TLS: close_notify first), then drain the peer's bytes
+/// until it closes or [`LINGER`] passes, so it reads our final bytes instead of a reset.
+async fn linger(mut link: Link) -> io::Result<()> {
+    link.shutdown().await?;
     let drained = monoio::time::timeout(LINGER, async {
         loop {
-            stream.readable(false).await?;
-            if read_pooled(&mut stream, |_| ()).await? {
+            link.readable().await?;
+            if link.read(|_| ()).await? {
                 return io::Result::Ok(());
             }
         }
     })
     .await;
     drained.unwrap_or(Ok(()))
-}
-
-thread_local! {
-    /// The per-core pool of read buffers: a connection holds one only during a read.
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Reads once into a pooled buffer (call after `readable`) and hands the bytes to `f`.
-/// Returns `true` at end of stream.
-async fn read_pooled(stream: &mut TcpStream, f: impl FnOnce(&[u8])) -> io::Result<bool> {
-    let buf = POOL
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| Vec::with_capacity(READ_BUFFER));
-    let (result, mut buf) = stream.read(buf).await;
-    let eof = match &result {
-        Ok(0) => true,
-        Ok(_) => {
-            f(&buf);
-            false
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(_) => false,
-    };
-    buf.clear();
-    POOL.with_borrow_mut(|pool| {
-        if pool.len() < POOL_LIMIT {
-            pool.push(buf);
-        }
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        other => other.map(|_| eof),
-    }
 }

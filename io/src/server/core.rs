@@ -106,6 +106,9 @@ pub(super) struct ConnShared {
     waker: Cell<Option<Waker>>,
     /// Between HELLO and WELCOME/ABORT: the next outputs are decoded once to log the join.
     joining: Cell<bool>,
+    /// A WELCOME was sent: the connection carries a session, which gets GOODBYE at
+    /// shutdown (a connection that never joined is only closed).
+    joined: Cell<bool>,
 }
 
 impl ConnShared {
@@ -122,6 +125,7 @@ impl ConnShared {
             close_code: Cell::new(1000),
             waker: Cell::new(None),
             joining: Cell::new(false),
+            joined: Cell::new(false),
         }
     }
 
@@ -317,6 +321,10 @@ pub(super) struct Core {
     worker: u16,
     /// Set at shutdown: connections accepted from then on are dropped.
     pub(super) stopping: bool,
+    /// Connections still in their opening handshake (TLS, WebSocket or RawSocket), with
+    /// the waker of each, so that shutdown cuts them short.
+    opening: HashMap<u64, Option<Waker>>,
+    next_opening: u64,
 }
 
 impl Core {
@@ -330,6 +338,8 @@ impl Core {
             start,
             worker,
             stopping: false,
+            opening: HashMap::new(),
+            next_opening: 0,
         }
     }
 
@@ -368,6 +378,30 @@ impl Core {
             .collect()
     }
 
+    /// A connection starts its opening handshake; returns its ticket.
+    pub(super) fn opening_started(&mut self) -> u64 {
+        self.next_opening += 1;
+        self.opening.insert(self.next_opening, None);
+        self.next_opening
+    }
+
+    /// Polled with the opening handshake: `true` when shutdown began, so the opening must
+    /// stop; otherwise remembers the waker for shutdown to wake.
+    pub(super) fn opening_poll(&mut self, ticket: u64, waker: &Waker) -> bool {
+        if self.stopping {
+            return true;
+        }
+        if let Some(slot) = self.opening.get_mut(&ticket) {
+            *slot = Some(waker.clone());
+        }
+        false
+    }
+
+    /// The opening handshake ended (either way).
+    pub(super) fn opening_finished(&mut self, ticket: u64) {
+        self.opening.remove(&ticket);
+    }
+
     /// The shard's clock: microseconds since the node started (the same epoch on every core
     /// of every worker process).
     pub(super) fn now(&self) -> Time {
@@ -401,9 +435,9 @@ impl Core {
         }
     }
 
-    /// How many connections this core serves.
+    /// How many connections this core serves, open or opening.
     pub(super) fn connection_count(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.opening.len()
     }
 
     /// Acts on every output of the shard.
@@ -483,16 +517,26 @@ impl Core {
         }
     }
 
-    /// Graceful shutdown, first step: every connection gets GOODBYE
-    /// `wamp.close.system_shutdown` and is closed after its queue is written.
+    /// Graceful shutdown, first step: every session gets GOODBYE
+    /// `wamp.close.system_shutdown` and its connection is closed after its queue is
+    /// written; connections without a session are closed (WebSocket: 1001, going away),
+    /// and connections still opening stop.
     pub(super) fn goodbye_all(&mut self) {
         self.stopping = true;
+        for waker in self.opening.values_mut().filter_map(Option::take) {
+            waker.wake();
+        }
         let goodbye = Message::Goodbye(Goodbye {
             details: Default::default(),
             reason: "wamp.close.system_shutdown".to_owned(),
         });
         let mut encoded: [Option<Bytes>; 2] = [None, None];
         for (conn, c) in &self.conns {
+            if !c.joined.get() {
+                c.close_code.set(1001);
+                c.close();
+                continue;
+            }
             let slot = match c.serializer {
                 Serializer::Json => 0,
                 Serializer::MsgPack => 1,
@@ -515,6 +559,7 @@ fn log_join(worker: u16, core: u16, conn: ConnId, c: &ConnShared, bytes: &Bytes)
     match codec::decode(c.serializer, bytes.clone()) {
         Ok(Message::Welcome(w)) => {
             c.joining.set(false);
+            c.joined.set(true);
             tracing::info!(
                 worker,
                 core,

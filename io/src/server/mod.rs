@@ -21,16 +21,30 @@
 //! reaches the shards of the other workers over Unix socket links ([`link`]) that the
 //! controller makes and passes over the worker's control socket ([`control`]).
 //!
-//! What it does not do yet: TLS, Unix-socket endpoints (the configuration check refuses
-//! them).
+//! TLS endpoints terminate TLS with rustls in the connection driver (`tls.rs`,
+//! `stream.rs`); key and certificate files are loaded before anything binds, so a missing
+//! or invalid PEM file is one clear error naming its configuration key.
+//!
+//! Unix-socket endpoints: a Unix socket cannot be bound once per core with SO_REUSEPORT,
+//! so it is bound once, before the cores start, and every core accepts on its own
+//! duplicate of that one listening descriptor (one accept queue: the kernel hands each
+//! connection to one waiting core). A socket file left by an earlier run is removed when
+//! nothing answers on it (Crossbar removes whatever is there); a live socket or a file that
+//! is not a socket is a clear error. The socket file is removed when the server stops.
+//!
+//! What it does not do yet: Unix-socket endpoints with several worker processes (refused
+//! at start: the controller would have to bind the socket and pass it to every worker).
 
 mod conn;
 pub(crate) mod control;
 mod core;
 mod link;
+mod stream;
+mod tls;
 mod worker;
 mod writev;
 
+pub use self::tls::TlsError;
 pub use worker::{run_worker, WorkerPlan};
 
 use std::cell::RefCell;
@@ -38,18 +52,20 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use monoio::net::TcpListener;
+use monoio::net::{TcpListener, UnixListener};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 use switchyard_core::router::{AuthConfig, Configured, Entropy, Shard, ShardConfig};
 
 use self::core::{Core, Link, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
+use self::stream::{Link as Conn, Stream};
 use crate::config::{Endpoint, NodeConfig, Transport, TransportKind, WebSocketRoutes};
 use crate::echo::{self, EchoConfig};
 use crate::ws::cookie::{self, CookieConfig, CookieKey};
@@ -72,6 +88,17 @@ pub enum ServerError {
         /// The system's reason.
         source: io::Error,
     },
+    /// A Unix socket could not be bound.
+    BindUnix {
+        /// The socket's path.
+        path: PathBuf,
+        /// The transport's configuration path.
+        transport: String,
+        /// The reason.
+        source: io::Error,
+    },
+    /// A TLS key or certificate file is missing or unusable.
+    Tls(TlsError),
     /// The configuration asks for something this build cannot serve yet.
     Unsupported(String),
     /// A core's thread or runtime could not start.
@@ -86,6 +113,16 @@ impl fmt::Display for ServerError {
                 transport,
                 source,
             } => write!(f, "cannot listen on {addr} ({transport}): {source}"),
+            Self::BindUnix {
+                path,
+                transport,
+                source,
+            } => write!(
+                f,
+                "cannot listen on Unix socket {} ({transport}): {source}",
+                path.display()
+            ),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
             Self::Unsupported(what) => write!(f, "not supported by this build: {what}"),
             Self::Runtime(e) => write!(f, "cannot start a core: {e}"),
         }
@@ -172,15 +209,17 @@ impl Layout {
     }
 }
 
-/// Checks that every TCP listener of `config` can be bound (then lets go of it), so that a
-/// port in use is one clear error before any worker process starts.
+/// Checks that every TCP listener of `config` can be bound (then lets go of it) and that
+/// its TLS files are usable, so that a port in use or a bad file is one clear error before
+/// any worker process starts.
 pub(crate) fn probe_listeners(config: &NodeConfig) -> Result<(), ServerError> {
+    tls_configs(config)?;
     for transport in &config.transports {
         let tcp = match &transport.endpoint {
             Endpoint::Tcp(tcp) => tcp,
             Endpoint::Unix(u) => {
                 return Err(ServerError::Unsupported(format!(
-                    "unix endpoint {} ({})",
+                    "unix endpoint {} ({}) with several worker processes",
                     u.path.display(),
                     transport.path
                 )))
@@ -208,39 +247,69 @@ pub(crate) fn serve(
     let cores = layout.threads;
     let count = usize::from(layout.count);
 
+    // TLS files are read first: a bad file is an error before anything binds.
+    let tls_configs = tls_configs(config)?;
+    // Unix sockets: bound once, shared by every core (see the module doc).
+    let mut socket_files = SocketFiles(Vec::new());
+    let mut unix = Vec::new();
+    for transport in &config.transports {
+        unix.push(match &transport.endpoint {
+            Endpoint::Unix(u) => {
+                let listener =
+                    bind_unix(&u.path, u.backlog).map_err(|source| ServerError::BindUnix {
+                        path: u.path.clone(),
+                        transport: transport.path.clone(),
+                        source,
+                    })?;
+                socket_files.0.push(u.path.clone());
+                Some(listener)
+            }
+            Endpoint::Tcp(_) => None,
+        });
+    }
     // Every listener of every core is bound here, before any thread starts.
-    let mut listeners: Vec<Vec<(std::net::TcpListener, Rc<Transport>)>> = Vec::new();
+    let mut listeners: Vec<Vec<(Listener, Transport)>> = Vec::new();
     for _ in 0..cores {
         let mut mine = Vec::new();
-        for transport in &config.transports {
-            let tcp = match &transport.endpoint {
-                Endpoint::Tcp(tcp) => tcp,
-                Endpoint::Unix(u) => {
-                    return Err(ServerError::Unsupported(format!(
-                        "unix endpoint {} ({})",
-                        u.path.display(),
-                        transport.path
-                    )))
+        for (i, transport) in config.transports.iter().enumerate() {
+            let listener = match (&transport.endpoint, &unix[i]) {
+                (_, Some(shared)) => {
+                    let dup = shared.try_clone().map_err(ServerError::Runtime)?;
+                    Listener::Unix(dup)
                 }
+                (Endpoint::Tcp(tcp), None) => {
+                    let listener =
+                        bind(tcp.addr, tcp.backlog).map_err(|source| ServerError::Bind {
+                            addr: tcp.addr,
+                            transport: transport.path.clone(),
+                            source,
+                        })?;
+                    Listener::Tcp(listener, tls_configs[i].clone())
+                }
+                (Endpoint::Unix(_), None) => continue,
             };
-            let listener = bind(tcp.addr, tcp.backlog).map_err(|source| ServerError::Bind {
-                addr: tcp.addr,
-                transport: transport.path.clone(),
-                source,
-            })?;
-            mine.push((listener, Rc::new(transport.clone())));
+            mine.push((listener, transport.clone()));
         }
         listeners.push(mine);
     }
+    drop(unix);
     for transport in &config.transports {
-        if let Endpoint::Tcp(tcp) = &transport.endpoint {
-            tracing::info!(
+        match &transport.endpoint {
+            Endpoint::Tcp(tcp) => tracing::info!(
                 worker = layout.worker,
-                "listening on {} ({:?}, {}) on {cores} core(s)",
+                "listening on {}{} ({:?}, {}) on {cores} core(s)",
                 tcp.addr,
+                if tcp.tls.is_some() { " with TLS" } else { "" },
                 transport.kind,
                 transport.path
-            );
+            ),
+            Endpoint::Unix(u) => tracing::info!(
+                worker = layout.worker,
+                "listening on Unix socket {} ({:?}, {}) on {cores} core(s)",
+                u.path.display(),
+                transport.kind,
+                transport.path
+            ),
         }
     }
     tracing::info!("monoio driver: {:?}", echo::driver());
@@ -285,9 +354,6 @@ pub(crate) fn serve(
             seed: seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             router: Arc::clone(&router),
         };
-        // `Rc` is not `Send`: the thread gets plain data and rebuilds its own handles.
-        let mine: Vec<(std::net::TcpListener, Transport)> =
-            mine.into_iter().map(|(l, t)| (l, (*t).clone())).collect();
         let name = if control.is_some() {
             format!("w{}-core-{index}", layout.worker)
         } else {
@@ -337,7 +403,85 @@ pub(crate) fn serve(
         }
     }
     handle.close();
+    drop(socket_files);
     failure.map_or(Ok(()), Err)
+}
+
+/// The rustls configuration of each transport (by index) that has TLS.
+fn tls_configs(config: &NodeConfig) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, ServerError> {
+    let mut configs = Vec::new();
+    for transport in &config.transports {
+        configs.push(match &transport.endpoint {
+            Endpoint::Tcp(tcp) => match &tcp.tls {
+                Some(t) => Some(
+                    tls::server_config(t, &format!("{}.endpoint.tls", transport.path))
+                        .map_err(ServerError::Tls)?,
+                ),
+                None => None,
+            },
+            Endpoint::Unix(_) => None,
+        });
+    }
+    Ok(configs)
+}
+
+/// A listener as bound before the cores start, with its endpoint's TLS configuration.
+enum Listener {
+    Tcp(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// An accepted connection, as a connection driver gets it.
+pub(crate) struct Accepted {
+    /// The socket (with TLS state on TLS endpoints), or why TLS could not start.
+    link: io::Result<Conn>,
+    /// The peer as the session meta API shows it (`tcp4:127.0.0.1:5000`, `unix`).
+    peer: String,
+}
+
+/// Socket files this server created, removed when it stops (or fails to start).
+struct SocketFiles(Vec<PathBuf>);
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
+            }
+        }
+    }
+}
+
+/// Binds a Unix socket at `path`. A socket file nobody answers on is stale (left by a run
+/// that did not stop cleanly) and is removed first; a socket someone answers on, or a file
+/// that is not a socket, is an error.
+fn bind_unix(path: &Path, backlog: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "a running server answers on this socket",
+                ));
+            }
+            tracing::info!(path = %path.display(), "removing a stale socket file");
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
 }
 
 /// One core thread's links to the other shards.
@@ -366,10 +510,7 @@ pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpLi
 /// The router's authenticator for one core: every service's `auth` section at the index
 /// the configuration gave it (each core serves every transport, so its listeners name them
 /// all), and 32 bytes of OS randomness of its own for challenges and nonces.
-fn authenticator(
-    listeners: &[(std::net::TcpListener, Transport)],
-    start: Instant,
-) -> io::Result<Configured> {
+fn authenticator(listeners: &[(Listener, Transport)], start: Instant) -> io::Result<Configured> {
     let mut table: Vec<AuthConfig> = Vec::new();
     let mut put = |index: usize, auth: &AuthConfig| {
         if table.len() <= index {
@@ -476,7 +617,7 @@ pub(crate) fn unix_now() -> u64 {
 fn core_thread(
     layout: Layout,
     shard_config: ShardConfig,
-    listeners: Vec<(std::net::TcpListener, Transport)>,
+    listeners: Vec<(Listener, Transport)>,
     links: ThreadLinks,
     stop: flume::Receiver<()>,
     start: Instant,
@@ -546,24 +687,37 @@ fn core_thread(
         monoio::spawn(ticker(Rc::clone(&core)));
         let mut accepting = Vec::new();
         for (listener, transport) in listeners {
-            let listener = TcpListener::from_std(listener)?;
-            let task = if transport.kind == TransportKind::WebSocketTestee {
-                let WebSocketRoutes::Any(service) = &transport.websocket else {
-                    continue;
-                };
-                let mut echo_config = EchoConfig {
-                    connection: service.conn.clone(),
-                    opening_timeout: service.opening_timeout,
-                    ..EchoConfig::default()
-                };
-                if service.deflate.is_some() {
-                    echo_config.handshake.deflate = service.deflate.clone();
+            let task = match listener {
+                Listener::Tcp(listener, tls) => {
+                    let listener = TcpListener::from_std(listener)?;
+                    if transport.kind == TransportKind::WebSocketTestee {
+                        let WebSocketRoutes::Any(service) = &transport.websocket else {
+                            continue;
+                        };
+                        let mut echo_config = EchoConfig {
+                            connection: service.conn.clone(),
+                            opening_timeout: service.opening_timeout,
+                            ..EchoConfig::default()
+                        };
+                        if service.deflate.is_some() {
+                            echo_config.handshake.deflate = service.deflate.clone();
+                        }
+                        monoio::spawn(async move {
+                            let _ = echo::serve(listener, Rc::new(echo_config)).await;
+                        })
+                    } else {
+                        monoio::spawn(accept_tcp(
+                            Rc::clone(&core),
+                            listener,
+                            tls,
+                            Rc::new(transport),
+                        ))
+                    }
                 }
-                monoio::spawn(async move {
-                    let _ = echo::serve(listener, Rc::new(echo_config)).await;
-                })
-            } else {
-                monoio::spawn(accept(Rc::clone(&core), listener, Rc::new(transport)))
+                Listener::Unix(listener) => {
+                    let listener = UnixListener::from_std(listener)?;
+                    monoio::spawn(accept_unix(Rc::clone(&core), listener, Rc::new(transport)))
+                }
             };
             accepting.push(task);
         }
@@ -587,28 +741,37 @@ async fn late_links(core: Rc<RefCell<Core>>, late: flume::Receiver<(u16, OwnedFd
     }
 }
 
-/// Accepts connections on one listener and spawns a driver for each.
-async fn accept(core: Rc<RefCell<Core>>, listener: TcpListener, transport: Rc<Transport>) {
+/// Accepts connections on one TCP listener and spawns a driver for each.
+async fn accept_tcp(
+    core: Rc<RefCell<Core>>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    transport: Rc<Transport>,
+) {
     let mut errors = AcceptLog::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) if core.borrow().stopping => drop(stream),
             Ok((stream, peer)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                }
+                let stream = Stream::Tcp(stream);
+                let link = match &tls {
+                    Some(config) => Conn::tls(stream, config),
+                    None => Ok(Conn::plain(stream)),
+                };
+                let peer = match peer {
+                    SocketAddr::V4(a) => format!("tcp4:{a}"),
+                    SocketAddr::V6(a) => format!("tcp6:{a}"),
+                };
                 monoio::spawn(conn::serve(
                     Rc::clone(&core),
-                    stream,
-                    peer,
+                    Accepted { link, peer },
                     Rc::clone(&transport),
                 ));
             }
-            Err(e) => {
-                // Out of descriptors or a connection reset before accept: keep serving.
-                // Out of descriptors, every retry fails alike, so the log is rate-limited.
-                if let Some(suppressed) = errors.due(Instant::now()) {
-                    tracing::warn!(error = %e, suppressed, "accept failed");
-                }
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
+            Err(e) => accept_failed(&e, &mut errors).await,
         }
     }
 }
@@ -640,6 +803,37 @@ impl AcceptLog {
             }
         }
     }
+}
+
+/// Accepts connections on this core's duplicate of a shared Unix listener.
+async fn accept_unix(core: Rc<RefCell<Core>>, listener: UnixListener, transport: Rc<Transport>) {
+    let mut errors = AcceptLog::default();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) if core.borrow().stopping => drop(stream),
+            Ok((stream, _)) => {
+                let accepted = Accepted {
+                    link: Ok(Conn::plain(Stream::Unix(stream))),
+                    peer: "unix".to_owned(),
+                };
+                monoio::spawn(conn::serve(
+                    Rc::clone(&core),
+                    accepted,
+                    Rc::clone(&transport),
+                ));
+            }
+            Err(e) => accept_failed(&e, &mut errors).await,
+        }
+    }
+}
+
+/// Out of descriptors or a connection reset before accept: keep serving, a little later.
+/// Out of descriptors, every retry fails alike, so the log is rate-limited.
+async fn accept_failed(e: &io::Error, errors: &mut AcceptLog) {
+    if let Some(suppressed) = errors.due(Instant::now()) {
+        tracing::warn!(error = %e, suppressed, "accept failed");
+    }
+    monoio::time::sleep(Duration::from_millis(10)).await;
 }
 
 /// Delivers the messages of one incoming link to the shard, in batches.

@@ -1,0 +1,252 @@
+//! The byte pipe under a connection: a TCP or Unix stream, optionally with TLS (rustls,
+//! driven sans-IO), behind one small interface the connection driver uses — wait for
+//! readability, read once into a per-core pooled buffer, write a batch, close.
+//!
+//! With TLS, the ciphertext read into the pooled buffer is handed to rustls, which decrypts
+//! it; the plaintext is handed on by reference (rustls's `BufRead`), never copied into a
+//! buffer of ours. Outgoing plaintext is encrypted into one temporary buffer per batch and
+//! written at once. After each read every decrypted byte has been handed on, so waiting for
+//! the socket's readability is always the right wait.
+//!
+//! What it does not do: decide anything about WebSocket, RawSocket or WAMP; hold a buffer
+//! of its own between reads (rustls keeps its incoming-record buffer: see `tls.rs`).
+
+use std::cell::RefCell;
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::{TcpStream, UnixStream};
+use rustls::{ServerConfig, ServerConnection};
+
+use super::writev;
+
+/// Size of each pooled read buffer.
+const READ_BUFFER: usize = 64 * 1024;
+/// Buffers kept in the per-core pool.
+const POOL_LIMIT: usize = 64;
+
+thread_local! {
+    /// The per-core pool of read buffers: a connection holds one only during a read.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An accepted socket.
+pub(super) enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix-socket connection.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.readable(false).await,
+            Self::Unix(s) => s.readable(false).await,
+        }
+    }
+
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Self::Tcp(s) => s.read(buf).await,
+            Self::Unix(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
+        let (result, _) = match self {
+            Self::Tcp(s) => s.write_all(buf).await,
+            Self::Unix(s) => s.write_all(buf).await,
+        };
+        result.map(|_| ())
+    }
+
+    async fn writev_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => writev::write_all(s, bufs).await,
+            Self::Unix(s) => writev::write_all(s, bufs).await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.shutdown().await,
+            Self::Unix(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// A connection's socket and, on TLS endpoints, its TLS state.
+pub(super) struct Link {
+    stream: Stream,
+    tls: Option<Box<ServerConnection>>,
+}
+
+impl Link {
+    /// A plain link.
+    pub(super) fn plain(stream: Stream) -> Self {
+        Self { stream, tls: None }
+    }
+
+    /// A TLS link; [`Link::handshake`] must complete before anything else.
+    pub(super) fn tls(stream: Stream, config: &Arc<ServerConfig>) -> io::Result<Self> {
+        let mut conn = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+        // The connection's outbound queue is bounded by the core (slow-consumer policy), and
+        // every batch is encrypted and written out at once, so rustls's own limit would only
+        // split writes.
+        conn.set_buffer_limit(None);
+        Ok(Self {
+            stream,
+            tls: Some(Box::new(conn)),
+        })
+    }
+
+    /// Completes the TLS handshake (nothing to do on a plain link). The caller bounds it
+    /// by the opening timeout. Returns the plaintext that arrived with the handshake's last
+    /// flight, which belongs to the opening handshake of WebSocket or RawSocket.
+    pub(super) async fn handshake(&mut self) -> io::Result<Vec<u8>> {
+        let mut early = Vec::new();
+        loop {
+            self.flush_tls().await?;
+            match &self.tls {
+                Some(tls) if tls.is_handshaking() => {}
+                _ => return Ok(early),
+            }
+            self.readable().await?;
+            if self.read(|bytes| early.extend_from_slice(bytes)).await? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Whether the link is TLS.
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Waits until the socket has bytes (or an end) to read.
+    pub(super) async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
+    }
+
+    /// Reads once into a pooled buffer (call after `readable`) and hands the bytes (the
+    /// plaintext, on TLS) to `f`, possibly in several pieces. Returns `true` at the end of
+    /// the stream (or TLS close_notify).
+    pub(super) async fn read(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<bool> {
+        let buf = POOL
+            .with_borrow_mut(Vec::pop)
+            .unwrap_or_else(|| Vec::with_capacity(READ_BUFFER));
+        let (result, mut buf) = self.stream.read(buf).await;
+        let outcome = match result {
+            Ok(0) => Ok(true),
+            Ok(_) => match &mut self.tls {
+                None => {
+                    f(&buf);
+                    Ok(false)
+                }
+                Some(tls) => decrypt(tls, &buf, &mut f),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        };
+        buf.clear();
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_LIMIT {
+                pool.push(buf);
+            }
+        });
+        // rustls may have something to say after reading: handshake flights, alerts (also
+        // the one explaining a failure), key updates.
+        let flushed = self.flush_tls().await;
+        let eof = outcome?;
+        flushed?;
+        Ok(eof)
+    }
+
+    /// Writes one buffer.
+    pub(super) async fn write(&mut self, buf: Bytes) -> io::Result<()> {
+        self.write_batch(vec![buf]).await
+    }
+
+    /// Writes a batch of buffers in order: one vectored write on a plain link, one
+    /// encrypted buffer on TLS.
+    pub(super) async fn write_batch(&mut self, mut batch: Vec<Bytes>) -> io::Result<()> {
+        match &mut self.tls {
+            None => match batch.len() {
+                0 => Ok(()),
+                1 => self.stream.write_all(batch.swap_remove(0)).await,
+                _ => self.stream.writev_all(batch).await,
+            },
+            Some(tls) => {
+                for buf in &batch {
+                    // Without a buffer limit rustls takes everything.
+                    tls.writer().write_all(buf)?;
+                }
+                self.flush_tls().await
+            }
+        }
+    }
+
+    /// Writes whatever rustls has to send.
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut out)?;
+        }
+        self.stream.write_all(Bytes::from(out)).await
+    }
+
+    /// Ends the sending side: TLS close_notify, then the socket's half-close.
+    pub(super) async fn shutdown(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            if !tls.is_handshaking() {
+                tls.send_close_notify();
+                self.flush_tls().await?;
+            }
+        }
+        self.stream.shutdown().await
+    }
+}
+
+/// Feeds ciphertext to rustls and hands every decrypted byte to `f`. Returns `true` when
+/// the peer closed TLS (close_notify).
+fn decrypt(
+    tls: &mut ServerConnection,
+    mut data: &[u8],
+    f: &mut impl FnMut(&[u8]),
+) -> io::Result<bool> {
+    let mut closed = false;
+    while !data.is_empty() {
+        // rustls takes at most one record's worth per call; the slice advances.
+        tls.read_tls(&mut data)?;
+        let state = tls
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut reader = tls.reader();
+        loop {
+            match reader.fill_buf() {
+                Ok([]) => {
+                    closed = true;
+                    break;
+                }
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    f(chunk);
+                    reader.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        closed |= state.peer_has_closed();
+    }
+    Ok(closed)
+}
