@@ -294,7 +294,10 @@ fn autobahn_python_over_tls_unix_sockets_and_client_certificates() {
         assert!(run.status.success(), "{args:?}: {}", run.stderr);
         assert_eq!(run.checks(), expect, "{args:?}: {}", run.stderr);
     };
-    check(&["--cert", &cert, "--key", &key], &["rpc", "pubsub"]);
+    check(
+        &["--cert", &cert, "--key", &key, "--cn", "alice"],
+        &["rpc", "pubsub", "client-cn"],
+    );
     check(&["--expect", "refused"], &["refused"]);
     check(
         &[

@@ -811,6 +811,16 @@ fn by_policy(entries: impl Iterator<Item = (Id, MatchPolicy)>) -> Value {
 
 /// A session's details as `wamp.session.get` and `on_join` give them (Crossbar's keys).
 fn session_details(j: &Joined, transport: &super::TransportInfo, created: Option<String>) -> Dict {
+    let mut details = Dict::new()
+        .with("type", transport.kind.as_str())
+        .with("peer", transport.peer.as_str());
+    // Crossbar's shape for a verified client certificate (only the subject's CN here).
+    if let Some(cn) = &transport.client_cert_cn {
+        details = details.with(
+            "peer_cert",
+            Dict::new().with("subject", Dict::new().with("cn", cn.as_str())),
+        );
+    }
     let d = Dict::new().with("session", j.id);
     let d = match created {
         Some(c) => d.with("created", c.as_str()),
@@ -826,12 +836,7 @@ fn session_details(j: &Joined, transport: &super::TransportInfo, created: Option
         Some(extra) => d.with("authextra", extra.clone()),
         None => d,
     };
-    d.with(
-        "transport",
-        Dict::new()
-            .with("type", transport.kind.as_str())
-            .with("peer", transport.peer.as_str()),
-    )
+    d.with("transport", details)
 }
 
 fn internal_publication(

@@ -144,6 +144,10 @@ pub struct TransportInfo {
     pub cookie_ttl_ms: u64,
     /// Whether the transport accepts the `cookie` authentication method.
     pub cookie_auth: bool,
+    /// On TLS endpoints that verify client certificates: the subject common name (CN) of
+    /// the certificate the client presented and the endpoint verified, from which the
+    /// `tls` authentication method takes the principal. `None` otherwise.
+    pub client_cert_cn: Option<String>,
 }
 
 /// What a shard asks its caller to do.

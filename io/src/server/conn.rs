@@ -142,6 +142,7 @@ async fn serve_inner(
             cookie_ttl_ms: cookie.as_ref().map_or(0, |c| c.1),
             cbtid: cookie.map(|c| c.0),
             cookie_auth,
+            client_cert_cn: link.client_cert_cn(),
         };
         c.shard.handle_open(now, id, serializer, info);
         c.dispatch();

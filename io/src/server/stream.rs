@@ -121,6 +121,13 @@ impl Link {
         }
     }
 
+    /// The subject common name of the client certificate TLS verified, if any.
+    pub(super) fn client_cert_cn(&self) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        let cert = tls.peer_certificates()?.first()?;
+        super::tls::subject_common_name(cert.as_ref())
+    }
+
     /// Whether the link is TLS.
     pub(super) fn is_tls(&self) -> bool {
         self.tls.is_some()

@@ -156,6 +156,76 @@ fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
+/// The subject's common name (CN) of a DER certificate, as the `tls` authentication method
+/// takes the principal from it; `None` when it has none (or the DER is not a certificate:
+/// rustls verified it, so that does not happen in practice).
+///
+/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serial,
+/// signature, issuer Name, validity, subject Name, ... }, ... }; Name ::= SEQUENCE OF SET OF
+/// SEQUENCE { OID, value }. Only what leads to the CN is read.
+pub(crate) fn subject_common_name(der: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID: u8 = 0x06;
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    let (_, cert, _) = tlv(der)?;
+    let (_, mut tbs, _) = tlv(cert)?;
+    let mut fields = Vec::new();
+    while !tbs.is_empty() {
+        let (tag, value, rest) = tlv(tbs)?;
+        fields.push((tag, value));
+        tbs = rest;
+    }
+    // Without the explicit version ([0], tag 0xA0) the subject is the fifth field.
+    let skip = usize::from(fields.first()?.0 == 0xA0);
+    let &(tag, mut name) = fields.get(skip + 4)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    while !name.is_empty() {
+        let (tag, mut set, rest) = tlv(name)?;
+        name = rest;
+        if tag != SET {
+            return None;
+        }
+        while !set.is_empty() {
+            let (_, attribute, rest) = tlv(set)?;
+            set = rest;
+            let (tag, oid, value) = tlv(attribute)?;
+            if tag == OID && oid == CN {
+                // UTF8String, PrintableString, IA5String, ... : the bytes are the text.
+                let (_, text, _) = tlv(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
+/// One DER tag-length-value: (tag, value, the bytes after it).
+fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = data.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7F);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(n);
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| acc << 8 | usize::from(b))
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (value, after) = rest.split_at(len);
+    Some((tag, value, after))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +260,75 @@ mod tests {
             "no PEM certificate",
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn cert_with(names: &[(rcgen::DnType, &str)], explicit_version: bool) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in names {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        if explicit_version {
+            return der;
+        }
+        // The same certificate without its [0] version field (a v1 certificate's shape).
+        let (_, cert, _) = tlv(&der).unwrap();
+        let (_, tbs, after_tbs) = tlv(cert).unwrap();
+        let (_, _, without_version) = tlv(tbs).unwrap();
+        let wrap = |tag: u8, body: &[u8]| {
+            let mut out = vec![tag, 0x82];
+            out.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+            out.extend_from_slice(body);
+            out
+        };
+        let mut body = wrap(0x30, without_version);
+        body.extend_from_slice(after_tbs);
+        wrap(0x30, &body)
+    }
+
+    #[test]
+    fn the_subject_common_name_is_read_from_the_certificate() {
+        use rcgen::DnType;
+        let check = |der: &[u8], expect: Option<&str>| {
+            assert_eq!(subject_common_name(der).as_deref(), expect);
+        };
+        check(
+            &cert_with(&[(DnType::CommonName, "alice")], true),
+            Some("alice"),
+        );
+        check(
+            &cert_with(&[(DnType::CommonName, "alice")], false),
+            Some("alice"),
+        );
+        check(
+            &cert_with(
+                &[
+                    (DnType::CountryName, "DE"),
+                    (DnType::OrganizationName, "Org"),
+                    (DnType::CommonName, "bob ü"),
+                ],
+                true,
+            ),
+            Some("bob ü"),
+        );
+        check(&cert_with(&[(DnType::OrganizationName, "Org")], true), None);
+        check(&cert_with(&[], true), None);
+        check(b"", None);
+        check(b"not DER at all", None);
+        let der = cert_with(&[(DnType::CommonName, "alice")], true);
+        for cut in [1, 2, 10, der.len() / 2, der.len() - 1] {
+            // Truncated: never a panic, and never a name read past the end.
+            let _ = subject_common_name(&der[..cut]);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_parsed_without_panicking(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = subject_common_name(&bytes);
+        }
     }
 
     /// The figure ARCHITECTURE.md gives for a TLS connection's fixed state (printed with

@@ -5,11 +5,12 @@ real binary and passes their files here. One run exercises one endpoint:
 
     tls_checks.py --transport websocket|rawsocket --serializer json|msgpack
         (--port PORT [--tls --ca CA.pem [--cert C.pem --key K.pem]] | --unix PATH)
-        [--expect joined|refused]
+        [--expect joined|refused] [--cn NAME]
 
 `joined` (the default): two sessions join realm1; one registers a procedure and
 subscribes, the other calls and publishes; the results and the event must arrive. Prints
-`{"session": ID}` per session and `{"check": NAME}` per check passed. `refused`: the
+`{"session": ID}` per session and `{"check": NAME}` per check passed; with `--cn`, the
+session details (`wamp.session.get`) must show that client certificate subject CN. `refused`: the
 connection must end before a session exists (a missing or untrusted client certificate);
 prints `{"check": "refused"}`. Failed checks raise, so a non-zero exit means failure. Waits
 have timeouts only so a bug fails instead of hanging.
@@ -118,6 +119,13 @@ async def joined(args):
     assert got == (["hello"], {"big": "x" * 70000}), got[0]
     say(check="pubsub")
 
+    if args.cn:
+        # The verified client certificate's subject, as the router's session details show it.
+        details = await asyncio.wait_for(a.call("wamp.session.get", a._session_id), WAIT)
+        cn = details["transport"].get("peer_cert", {}).get("subject", {}).get("cn")
+        assert cn == args.cn, details
+        say(check="client-cn")
+
     for s in (a, b):
         s.leave()
         s.disconnect()
@@ -145,6 +153,7 @@ async def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--expect", choices=["joined", "refused"], default="joined")
+    p.add_argument("--cn", help="the client certificate CN the session details must show")
     args = p.parse_args()
     if args.expect == "joined":
         await joined(args)
