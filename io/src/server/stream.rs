@@ -2,6 +2,13 @@
 //! driven sans-IO), behind one small interface the connection driver uses — wait for
 //! readability, read once into a per-core pooled buffer, write a batch, close.
 //!
+//! The read is a synchronous non-blocking `recv` made once the socket is readable, not a
+//! runtime read operation: under io_uring a read operation owns its buffer until its
+//! completion is reaped, so every connection woken in the same tick (thousands of sessions
+//! leaving at once) held a 64 KiB buffer of its own, and the router's RSS climbed to ~3.5
+//! times its idle figure (`BENCHMARKS.md`, capacity section). Synchronous, the reads of a
+//! core share one buffer.
+//!
 //! With TLS, the ciphertext read into the pooled buffer is handed to rustls, which decrypts
 //! it; the plaintext is handed on by reference (rustls's `BufRead`), never copied into a
 //! buffer of ours. Outgoing plaintext is encrypted into one temporary buffer per batch and
@@ -13,10 +20,11 @@
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpStream, UnixStream};
 use rustls::{ServerConfig, ServerConnection};
 
@@ -24,8 +32,8 @@ use super::writev;
 
 /// Size of each pooled read buffer.
 const READ_BUFFER: usize = 64 * 1024;
-/// Buffers kept in the per-core pool.
-const POOL_LIMIT: usize = 64;
+/// Buffers kept in the per-core pool: reads are synchronous, so one is in use at a time.
+const POOL_LIMIT: usize = 4;
 
 thread_local! {
     /// The per-core pool of read buffers: a connection holds one only during a read.
@@ -48,10 +56,10 @@ impl Stream {
         }
     }
 
-    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    fn raw_fd(&self) -> RawFd {
         match self {
-            Self::Tcp(s) => s.read(buf).await,
-            Self::Unix(s) => s.read(buf).await,
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
         }
     }
 
@@ -142,23 +150,22 @@ impl Link {
     /// plaintext, on TLS) to `f`, possibly in several pieces. Returns `true` at the end of
     /// the stream (or TLS close_notify).
     pub(super) async fn read(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<bool> {
-        let buf = POOL
+        let mut buf = POOL
             .with_borrow_mut(Vec::pop)
-            .unwrap_or_else(|| Vec::with_capacity(READ_BUFFER));
-        let (result, mut buf) = self.stream.read(buf).await;
-        let outcome = match result {
-            Ok(0) => Ok(true),
-            Ok(_) => match &mut self.tls {
+            .unwrap_or_else(|| vec![0; READ_BUFFER]);
+        let outcome = match recv(self.stream.raw_fd(), &mut buf) {
+            Ok(Some(0)) => Ok(true),
+            Ok(Some(n)) => match &mut self.tls {
                 None => {
-                    f(&buf);
+                    f(&buf[..n]);
                     Ok(false)
                 }
-                Some(tls) => decrypt(tls, &buf, &mut f),
+                Some(tls) => decrypt(tls, &buf[..n], &mut f),
             },
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            // Readiness was stale: nothing to read yet.
+            Ok(None) => Ok(false),
             Err(e) => Err(e),
         };
-        buf.clear();
         POOL.with_borrow_mut(|pool| {
             if pool.len() < POOL_LIMIT {
                 pool.push(buf);
@@ -223,6 +230,27 @@ impl Link {
     }
 }
 
+/// One non-blocking `recv` into `buf`: `Some(n)` bytes read (`Some(0)` at end of stream),
+/// `None` when nothing is waiting.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is an initialised slice borrowed exclusively for the call, so the
+        // kernel may write up to `buf.len()` bytes at its start and nothing else reads or
+        // writes it meanwhile; `recv` on a bad descriptor fails with EBADF, it does not
+        // touch memory.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(Some(n));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Feeds ciphertext to rustls and hands every decrypted byte to `f`. Returns `true` when
 /// the peer closed TLS (close_notify).
 fn decrypt(
@@ -256,4 +284,72 @@ fn decrypt(
         closed |= state.peer_has_closed();
     }
     Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// `recv` returns what std's safe `Read::read` returns for the same bytes, `None` when
+    /// nothing is waiting, and `Some(0)` once the peer has shut down its side.
+    #[test]
+    fn recv_matches_std_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut ours, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64];
+        assert_eq!(recv(ours.as_raw_fd(), &mut buf).unwrap(), None);
+        for message in [&b"hello"[..], &[0u8, 255, 7][..]] {
+            peer.write_all(message).unwrap();
+            // `peek` blocks until the bytes arrived, so the non-blocking recv finds them.
+            ours.peek(&mut [0u8; 1]).unwrap();
+            let n = recv(ours.as_raw_fd(), &mut buf).unwrap().unwrap();
+            let mine = buf[..n].to_vec();
+            peer.write_all(message).unwrap();
+            let mut reference = vec![0u8; 64];
+            let m = ours.read(&mut reference).unwrap();
+            assert_eq!(mine, &reference[..m]);
+            assert_eq!(mine, message);
+        }
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        ours.peek(&mut [0u8; 1]).unwrap();
+        assert_eq!(recv(ours.as_raw_fd(), &mut buf).unwrap(), Some(0));
+        assert!(recv(-1, &mut buf).is_err());
+    }
+
+    /// Through the runtime (io_uring where available, else epoll, as the server runs):
+    /// after `readable`, `read` hands over exactly the bytes sent, then reports the end of
+    /// the stream, and the core's reads share one pooled buffer.
+    #[test]
+    fn reads_deliver_the_bytes_then_the_end() {
+        let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let writer = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                for i in 0..50u8 {
+                    s.write_all(&[i; 1000]).unwrap();
+                }
+            });
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let mut link = Link::plain(Stream::Tcp(stream));
+            let mut got = Vec::new();
+            loop {
+                link.readable().await.unwrap();
+                if link.read(|b| got.extend_from_slice(b)).await.unwrap() {
+                    break;
+                }
+            }
+            writer.join().unwrap();
+            let expect: Vec<u8> = (0..50u8).flat_map(|i| [i; 1000]).collect();
+            assert_eq!(got, expect);
+            assert_eq!(POOL.with_borrow(Vec::len), 1);
+        });
+    }
 }
