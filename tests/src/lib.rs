@@ -405,3 +405,40 @@ impl Node {
             .collect()
     }
 }
+
+/// Which third-party client runs a check program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// Autobahn|Python (asyncio) from the venv of [`python`].
+    Python,
+    /// Autobahn|JS on Node, through [`node_js`].
+    Js,
+}
+
+/// The routing checks (`tests/clients/{py/wamp_checks.py,js/wamp_checks.js}`) as a command
+/// for `client`; `shards` is the node's shard count (the checks expect their sessions spread
+/// over that many shards).
+#[allow(clippy::too_many_arguments)]
+pub fn wamp_checks(
+    client: Client,
+    shards: u16,
+    transport: &str,
+    serializer: &str,
+    ws: u16,
+    raw: u16,
+    scenario: &str,
+) -> Command {
+    let mut cmd = if client == Client::Python {
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace_root().join("tests/clients/py/wamp_checks.py"));
+        cmd
+    } else {
+        let mut cmd = node_js();
+        cmd.arg("wamp_checks.js");
+        cmd
+    };
+    cmd.args(["--transport", transport, "--serializer", serializer])
+        .args(["--ws-port", &ws.to_string(), "--raw-port", &raw.to_string()])
+        .args(["--cores", &shards.to_string(), "--scenario", scenario]);
+    cmd
+}

@@ -19,9 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_tests::{
-    free_port, node_js, python, two_realm_config, workspace_root, ClientRun, Node,
-};
+use switchyard_tests::{free_port, two_realm_config, wamp_checks, Client, ClientRun, Node};
 
 const CORES: u16 = 2;
 
@@ -33,30 +31,19 @@ fn start() -> (Node, u16, u16) {
 }
 
 fn python_cmd(transport: &str, serializer: &str, ws: u16, raw: u16, scenario: &str) -> Command {
-    let mut cmd = Command::new(python());
-    cmd.arg(workspace_root().join("tests/clients/py/wamp_checks.py"));
-    client_args(&mut cmd, transport, serializer, ws, raw, scenario);
-    cmd
+    wamp_checks(
+        Client::Python,
+        CORES,
+        transport,
+        serializer,
+        ws,
+        raw,
+        scenario,
+    )
 }
 
 fn js_cmd(transport: &str, serializer: &str, ws: u16, raw: u16, scenario: &str) -> Command {
-    let mut cmd = node_js();
-    cmd.arg("wamp_checks.js");
-    client_args(&mut cmd, transport, serializer, ws, raw, scenario);
-    cmd
-}
-
-fn client_args(
-    cmd: &mut Command,
-    transport: &str,
-    serializer: &str,
-    ws: u16,
-    raw: u16,
-    scenario: &str,
-) {
-    cmd.args(["--transport", transport, "--serializer", serializer])
-        .args(["--ws-port", &ws.to_string(), "--raw-port", &raw.to_string()])
-        .args(["--cores", &CORES.to_string(), "--scenario", scenario]);
+    wamp_checks(Client::Js, CORES, transport, serializer, ws, raw, scenario)
 }
 
 /// The checks a routing run passes: denials only where the fixture's role is `anonymous`

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::{
-    free_port, node_js, python, two_realm_config, workspace_root, ClientRun, Node,
+    free_port, python, two_realm_config, wamp_checks, workspace_root, Client, ClientRun, Node,
 };
 
 const WORKERS: u16 = 2;
@@ -36,30 +36,19 @@ fn start() -> (Node, u16, u16) {
 }
 
 fn python_cmd(transport: &str, serializer: &str, ws: u16, raw: u16, scenario: &str) -> Command {
-    let mut cmd = Command::new(python());
-    cmd.arg(workspace_root().join("tests/clients/py/wamp_checks.py"));
-    client_args(&mut cmd, transport, serializer, ws, raw, scenario);
-    cmd
+    wamp_checks(
+        Client::Python,
+        SHARDS,
+        transport,
+        serializer,
+        ws,
+        raw,
+        scenario,
+    )
 }
 
 fn js_cmd(transport: &str, serializer: &str, ws: u16, raw: u16, scenario: &str) -> Command {
-    let mut cmd = node_js();
-    cmd.arg("wamp_checks.js");
-    client_args(&mut cmd, transport, serializer, ws, raw, scenario);
-    cmd
-}
-
-fn client_args(
-    cmd: &mut Command,
-    transport: &str,
-    serializer: &str,
-    ws: u16,
-    raw: u16,
-    scenario: &str,
-) {
-    cmd.args(["--transport", transport, "--serializer", serializer])
-        .args(["--ws-port", &ws.to_string(), "--raw-port", &raw.to_string()])
-        .args(["--cores", &SHARDS.to_string(), "--scenario", scenario]);
+    wamp_checks(Client::Js, SHARDS, transport, serializer, ws, raw, scenario)
 }
 
 /// The node's JSON log lines whose message is `message`.
