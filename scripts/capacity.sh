@@ -23,9 +23,11 @@ RATE="${RATE:-1000}"
 MEMORY="${MEMORY:-4GiB}"
 CORES="${CORES:-2}"
 OUT="${OUT:-/tmp/capacity-$$.json}"
-target="${CARGO_TARGET_DIR:-target}"
 
 cargo build --release --locked -p switchyard-io --bin switchyard -p switchyard-loadgen --bin switchyard-load
+# An absolute path: the load generator starts the router in a directory of its own.
+target="$(cargo metadata --format-version 1 --no-deps --locked \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 echo "capacity: $SESSIONS sessions at $RATE/s, $CORES CPUs, $MEMORY (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 timeout --kill-after=30 "${CAPACITY_TIMEOUT:-900}" \
   "$target/release/switchyard-load" capacity --router-bin "$target/release/switchyard" \
