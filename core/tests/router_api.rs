@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_core::codec::{self, DecodeError, Serializer};
-use switchyard_core::message::Message;
+use switchyard_core::message::{Message, MessageType};
 use switchyard_core::router::{
     ConnId, Limits, Output, PeerError, RouterConfig, Shard, ShardConfig, Time, TransportInfo,
 };
@@ -66,6 +66,14 @@ impl Net {
         };
         self.shards[shard].handle_message(Time(0), ConnId(conn), msg);
         self.run();
+    }
+
+    /// Like `send`, but leaves the shards' outputs and links alone: messages sent this way
+    /// are pipelined, each handled before the answers to the previous ones came back.
+    fn send_pipelined(&mut self, conn: u64, json: &str) {
+        let (_, shard) = self.home(conn);
+        let msg = codec::decode(Serializer::Json, Bytes::copy_from_slice(json.as_bytes())).unwrap();
+        self.shards[shard].handle_message(Time(0), ConnId(conn), msg);
     }
 
     fn run(&mut self) {
@@ -250,6 +258,63 @@ fn limits_give_errors() {
     let got = net.take(3);
     assert!(
         matches!(&got[0], Message::Abort(a) if a.reason == "wamp.error.limit_exceeded"),
+        "{got:?}"
+    );
+}
+
+/// SUBSCRIBEs and REGISTERs for new URIs wait for other shards before they are answered;
+/// those still waiting count against the per-session limits, so a pipelined burst cannot get
+/// past them (it did: only confirmed ones were counted).
+#[test]
+fn pipelined_requests_cannot_pass_the_session_limits() {
+    let config = RouterConfig {
+        limits: Limits {
+            subscriptions_per_session: 3,
+            registrations_per_session: 2,
+            ..Limits::default()
+        },
+        ..RouterConfig::default()
+    };
+    let mut net = Net::new(2, config);
+    net.open(0, 1, Serializer::Json);
+    hello(&mut net, 1);
+    for i in 1..=5 {
+        net.send_pipelined(1, &format!(r#"[32,{i},{{}},"t.{i}"]"#));
+    }
+    for i in 1..=4 {
+        net.send_pipelined(1, &format!(r#"[64,{},{{}},"p.{i}"]"#, 10 + i));
+    }
+    net.run();
+    let got = net.take(1);
+    let count = |f: &dyn Fn(&Message) -> bool| got.iter().filter(|m| f(m)).count();
+    assert_eq!(
+        count(&|m| matches!(m, Message::Subscribed(_))),
+        3,
+        "{got:?}"
+    );
+    assert_eq!(
+        count(&|m| matches!(m, Message::Registered(_))),
+        2,
+        "{got:?}"
+    );
+    let refused = |t: MessageType| {
+        count(&|m| {
+            matches!(m, Message::Error(e) if e.request_type == t
+                && e.error == "wamp.error.limit_exceeded")
+        })
+    };
+    assert_eq!(refused(MessageType::Subscribe), 2, "{got:?}");
+    assert_eq!(refused(MessageType::Register), 2, "{got:?}");
+    // Answered requests no longer count as waiting: an unsubscribe frees a place.
+    let Some(Message::Subscribed(first)) = got.iter().find(|m| matches!(m, Message::Subscribed(_)))
+    else {
+        unreachable!()
+    };
+    net.send(1, &format!("[34,20,{}]", first.subscription));
+    net.send(1, r#"[32,21,{},"t.new"]"#);
+    let got = net.take(1);
+    assert!(
+        matches!(got.last(), Some(Message::Subscribed(_))),
         "{got:?}"
     );
 }

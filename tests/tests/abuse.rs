@@ -770,19 +770,23 @@ fn a_slow_consumer_is_disconnected_and_the_others_get_every_event() {
 // ---------------------------------------------------------------------------------------
 // Per-session limits.
 
-/// Sends `count` requests made by `make(request id, i)`, each after the reply to the one
-/// before, and returns how many replies were of type `ok` and how many ERROR
+/// Sends `count` requests made by `make(request id, i)` in one pipelined batch, then reads
+/// the `count` replies and returns how many were of type `ok` and how many ERROR
 /// `wamp.error.limit_exceeded`.
-fn one_by_one(
+fn pipelined(
     s: &mut Session,
     count: usize,
     ok: u64,
     make: impl Fn(u64, usize) -> Value,
 ) -> (usize, usize) {
-    let (mut oks, mut limited) = (0, 0);
+    let mut batch = Vec::new();
     for i in 0..count {
         let id = s.request_id();
-        s.send(&make(id, i));
+        batch.extend(Ws::frame(0x81, make(id, i).to_string().as_bytes()));
+    }
+    s.ws.s.write_all(&batch).expect("requests sent");
+    let (mut oks, mut limited) = (0, 0);
+    for _ in 0..count {
         let reply = s.recv();
         if reply[0] == ok {
             oks += 1;
@@ -803,16 +807,14 @@ fn endless_subscriptions_registrations_and_calls_hit_the_session_limits() {
     let over = SESSION_LIMIT + 200;
 
     let mut subscriber = Session::join(port);
-    // One at a time: the shard counts a session's subscriptions and registrations when they
-    // are confirmed, so pipelined requests for new URIs currently pass the limit (a defect
-    // of `core::router` reported to its owners; this test pins the limit as it holds).
-    let got = one_by_one(&mut subscriber, over, 33, |id, i| {
+    // Pipelined: requests still waiting for other shards count against the limit too.
+    let got = pipelined(&mut subscriber, over, 33, |id, i| {
         json!([32, id, {}, format!("com.abuse.topic.{i}")])
     });
     assert_eq!(got, (SESSION_LIMIT, over - SESSION_LIMIT), "subscriptions");
 
     let mut callee = Session::join(port);
-    let got = one_by_one(&mut callee, over, 65, |id, i| {
+    let got = pipelined(&mut callee, over, 65, |id, i| {
         json!([64, id, {}, format!("com.abuse.proc.{i}")])
     });
     assert_eq!(got, (SESSION_LIMIT, over - SESSION_LIMIT), "registrations");

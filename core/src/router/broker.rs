@@ -241,7 +241,9 @@ impl Shard {
             Some("wamp.error.invalid_uri")
         } else if !self.permission(j, &m.topic).is_some_and(|p| p.subscribe) {
             Some("wamp.error.not_authorized")
-        } else if j.subscriptions.len() >= self.config.limits.subscriptions_per_session {
+        } else if j.subscriptions.len() + j.pending_subscribes
+            >= self.config.limits.subscriptions_per_session
+        {
             Some("wamp.error.limit_exceeded")
         } else {
             None
@@ -250,6 +252,7 @@ impl Shard {
             self.send_error(conn, serializer, MessageType::Subscribe, m.request, e);
             return;
         }
+        self.count_pending_subscribe(conn, true);
         let waiter = (conn, sid, m.request, m.options.get_retained == Some(true));
         let b = &self.realms[usize::from(realm)].broker;
         let key = (m.topic, policy);
@@ -266,6 +269,7 @@ impl Shard {
             return;
         }
         if self.pending.len() >= self.config.limits.in_flight_peer_requests {
+            self.count_pending_subscribe(conn, false);
             self.send_error(
                 conn,
                 serializer,
@@ -345,6 +349,7 @@ impl Shard {
             return;
         }
         if self.pending.len() >= self.config.limits.in_flight_peer_requests {
+            self.count_pending_subscribe(conn, false);
             self.send_error(
                 conn,
                 serializer,
@@ -382,6 +387,18 @@ impl Shard {
         );
     }
 
+    /// Counts a SUBSCRIBE of the session on `conn` as accepted (`true`) or answered
+    /// (`false`) while it waits; see `Joined::pending_subscribes`.
+    fn count_pending_subscribe(&mut self, conn: ConnId, accepted: bool) {
+        if let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) {
+            j.pending_subscribes = if accepted {
+                j.pending_subscribes + 1
+            } else {
+                j.pending_subscribes.saturating_sub(1)
+            };
+        }
+    }
+
     fn confirm_subscription(
         &mut self,
         conn: ConnId,
@@ -399,6 +416,7 @@ impl Shard {
             return;
         };
         let fresh = j.subscriptions.insert(id);
+        j.pending_subscribes = j.pending_subscribes.saturating_sub(1);
         let _ = session;
         self.send(
             conn,

@@ -155,7 +155,8 @@ impl Shard {
             Some("wamp.error.invalid_uri")
         } else if !self.permission(j, &m.procedure).is_some_and(|p| p.register) {
             Some("wamp.error.not_authorized")
-        } else if j.registrations.len() >= self.config.limits.registrations_per_session
+        } else if j.registrations.len() + j.pending_registers
+            >= self.config.limits.registrations_per_session
             || self.pending.len() >= self.config.limits.in_flight_peer_requests
         {
             Some("wamp.error.limit_exceeded")
@@ -168,6 +169,9 @@ impl Shard {
         }
         let (session, realm) = (j.id, j.realm);
         let invoke = m.options.invoke.unwrap_or_default();
+        if let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) {
+            j.pending_registers += 1;
+        }
         let token = self.token();
         self.pending.insert(
             token,
@@ -291,8 +295,12 @@ impl Shard {
         let Some(Pending::Register(p)) = self.pending.remove(&token) else {
             return;
         };
-        if let Some((_, serializer)) = self.joined(p.conn) {
-            self.send_error(p.conn, serializer, MessageType::Register, p.request, error);
+        if let Some(s) = self.sessions.get_mut(&p.conn) {
+            let serializer = s.serializer;
+            if let Some(j) = s.joined_mut() {
+                j.pending_registers = j.pending_registers.saturating_sub(1);
+                self.send_error(p.conn, serializer, MessageType::Register, p.request, error);
+            }
         }
         self.unpark(p.parked);
     }
@@ -391,6 +399,7 @@ impl Shard {
         let serializer = s.serializer;
         if let Some(j) = s.joined_mut() {
             j.registrations.insert(id);
+            j.pending_registers = j.pending_registers.saturating_sub(1);
         }
         let msg = Message::Registered(Registered {
             request: p.request,

@@ -135,6 +135,11 @@ pub(super) struct Joined {
     pub(super) testaments: Vec<super::broker::Testament>,
     /// Dynamic authorization: decisions and the messages waiting for one.
     pub(super) authz: super::authorizer::Authz,
+    /// SUBSCRIBEs accepted but not yet answered (waiting for a fence or the key's owner):
+    /// counted against the subscription limit, so pipelining cannot get past it.
+    pub(super) pending_subscribes: usize,
+    /// REGISTERs accepted but not yet answered, counted against the registration limit.
+    pub(super) pending_registers: usize,
 }
 
 impl Session {
@@ -515,6 +520,8 @@ impl Shard {
             last_invocation: 0,
             testaments: Vec::new(),
             authz: super::authorizer::Authz::default(),
+            pending_subscribes: 0,
+            pending_registers: 0,
         };
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
