@@ -485,14 +485,7 @@ impl Shard {
         session: Id,
         reason: Option<String>,
     ) -> bool {
-        let Some(&conn) = self.by_id.get(&session) else {
-            return false;
-        };
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return false;
-        };
-        let serializer = s.serializer;
-        let Some(j) = s.joined_mut().filter(|j| j.realm == realm) else {
+        let Some((conn, serializer, j)) = self.local_session_mut(session, realm) else {
             return false;
         };
         if !j.registrations.remove(&id) {

@@ -659,6 +659,20 @@ impl Shard {
         self.send(conn, serializer, &msg);
     }
 
+    /// The joined session `session` of `realm` if it lives on this shard, with its
+    /// connection and serializer.
+    pub(super) fn local_session_mut(
+        &mut self,
+        session: Id,
+        realm: u16,
+    ) -> Option<(ConnId, Serializer, &mut Joined)> {
+        let conn = *self.by_id.get(&session)?;
+        let s = self.sessions.get_mut(&conn)?;
+        let serializer = s.serializer;
+        let j = s.joined_mut().filter(|j| j.realm == realm)?;
+        Some((conn, serializer, j))
+    }
+
     /// The session on `conn` if it is joined, with its serializer.
     pub(super) fn joined(&self, conn: ConnId) -> Option<(&Joined, Serializer)> {
         let s = self.sessions.get(&conn)?;
