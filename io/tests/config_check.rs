@@ -502,19 +502,64 @@ fn auth_sections_in_crossbars_shapes() {
     check(
         auth(json!({
             "ticket": {"type": "static", "principals": {"joe": {"ticket": "${SWITCHYARD_SURELY_UNSET_VARIABLE}", "role": "r"}}},
-            "wampcra": {"type": "dynamic", "authenticator": "com.example.auth"},
             "cryptosign": {"type": "static", "principals": {"a": {"role": "r", "authorized_keys": ["abc"]}}},
             "scram": {"type": "static", "principals": {"c": {"role": "r", "kdf": "argon2id13", "iterations": 1,
-                "salt": "00", "stored-key": "11", "server-key": "22".repeat(32)}}}
+                "salt": "00", "stored-key": "11", "server-key": "22".repeat(32)}}},
+            "tls": {"type": "static", "principals": {"t": {"role": "r", "certificate-sha1": "AB:CD"}}}
         })),
         &[
             &format!("{t}.cryptosign.principals.a.authorized_keys[0]: expected 32 bytes as 64 hex digits"),
             &format!("{t}.scram.principals.c: kdf argon2id13 needs `memory` (KiB)"),
             &format!("{t}.scram.principals.c.stored-key: expected 32 bytes as 64 hex digits"),
             &format!("{t}.ticket.principals.joe.ticket: environment variable `SWITCHYARD_SURELY_UNSET_VARIABLE` is not set"),
-            &format!("{t}.wampcra.type: dynamic authentication is not yet supported"),
-            &format!("{t}.wampcra.authenticator: ignored: part of an unsupported method"),
+            &format!("{t}.tls.principals.t.certificate-sha1: expected 20 bytes as 40 hex digits"),
         ],
+    );
+    // Dynamic SCRAM is not supported.
+    check(
+        auth(json!({"scram": {"type": "dynamic", "authenticator": "com.example.auth"}})),
+        &[
+            &format!("{t}.scram.type: dynamic authentication is not supported for this method"),
+            &format!("{t}.scram.authenticator: ignored: part of an unsupported method"),
+        ],
+    );
+}
+
+#[test]
+fn tls_and_dynamic_wampcra_cryptosign_tls_are_read() {
+    let t = "workers[0].transports[0].auth";
+    let auth = |auth: Value| {
+        with_transports(json!([{"type": "websocket", "endpoint": tcp(1), "auth": auth}]))
+    };
+    let fingerprint = ["0a"; 20].join(":");
+    let good = auth(json!({
+        "tls": {"type": "static", "principals": {"alice": {"role": "r", "certificate-sha1": fingerprint}}},
+        "wampcra": {"type": "dynamic", "authenticator": "com.example.cra"},
+        "cryptosign": {"type": "dynamic", "authenticator": "com.example.cs", "authenticator-realm": "realm1"}
+    }));
+    check(good.clone(), &[]);
+    let a = &check_value(&good).config.unwrap().auth[0];
+    assert_eq!(a.tls.as_ref().unwrap()["alice"].secret.sha1, [10; 20]);
+    assert_eq!(
+        a.wampcra_dynamic.as_ref().unwrap().authenticator,
+        "com.example.cra"
+    );
+    let cs = a.cryptosign_dynamic.as_ref().unwrap();
+    assert_eq!(cs.authenticator_realm.as_deref(), Some("realm1"));
+    let dynamic = auth(json!({"tls": {"type": "dynamic", "authenticator": "com.example.tls"}}));
+    check(dynamic.clone(), &[]);
+    let a = &check_value(&dynamic).config.unwrap().auth[0];
+    assert_eq!(
+        a.tls_dynamic.as_ref().unwrap().authenticator,
+        "com.example.tls"
+    );
+    // The fingerprint without colons works too; a principal needs one.
+    check(
+        auth(json!({"tls": {"type": "static", "principals": {
+            "a": {"role": "r", "certificate-sha1": "0A".repeat(20)},
+            "b": {"role": "r"}
+        }}})),
+        &[&format!("{t}.tls.principals.b.certificate-sha1: missing mandatory key")],
     );
 }
 

@@ -48,7 +48,7 @@ pub struct RealmConfig {
     /// The realm's URI, as HELLO names it.
     pub name: String,
     /// The roles sessions of this realm can have; a session whose authrole is not listed
-    /// joins but may do nothing (Crossbar's behaviour).
+    /// is refused at join with ABORT `wamp.error.no_such_role` (Crossbar's behaviour).
     pub roles: Vec<RoleConfig>,
     /// Which topics keep an event history for `wamp.subscription.get_events`, and how long.
     pub history: Vec<HistoryConfig>,
@@ -260,6 +260,19 @@ pub struct AuthConfig {
     pub anonymous_dynamic: Option<super::DynamicConfig>,
     /// `ticket` with `"type": "dynamic"`: the authenticator procedure decides.
     pub ticket_dynamic: Option<super::DynamicConfig>,
+    /// `wampcra` with `"type": "dynamic"`: the authenticator procedure returns the
+    /// principal with its `secret` (and `salt`, `iterations`, `keylen`); the router then
+    /// challenges the client with it.
+    pub wampcra_dynamic: Option<super::DynamicConfig>,
+    /// `cryptosign` with `"type": "dynamic"`: the authenticator procedure returns the
+    /// principal with its `pubkey`; the router then challenges the client to sign.
+    pub cryptosign_dynamic: Option<super::DynamicConfig>,
+    /// `tls`: static principals identified by their client certificate's SHA-1
+    /// fingerprint (`certificate-sha1`).
+    pub tls: Option<Principals<TlsCertificate>>,
+    /// `tls` with `"type": "dynamic"`: the authenticator procedure decides, given the
+    /// verified client certificate in `details.transport.client_cert`.
+    pub tls_dynamic: Option<super::DynamicConfig>,
     /// `cookie`: a connection whose tracking cookie is bound joins as its principal.
     pub cookie: bool,
 }
@@ -346,6 +359,14 @@ pub struct CraSalt {
 pub struct CryptosignKeys {
     /// `authorized_keys`: any of them may sign.
     pub authorized_keys: Vec<[u8; 32]>,
+}
+
+/// A `tls` principal's client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsCertificate {
+    /// The SHA-1 fingerprint of the certificate's DER bytes: 20 bytes (Crossbar's
+    /// `certificate-sha1`, configured as hex with or without colons).
+    pub sha1: [u8; 20],
 }
 
 /// The key derivation function of a SCRAM credential.

@@ -14,17 +14,23 @@
 //! (authenticating) until the outcome arrives; the outcome becomes a [`Step`] as if it had
 //! come through [`Shard::handle_auth_result`].
 //!
-//! The configured authenticator (`auth::Configured`) answers dynamic `anonymous` at HELLO
-//! and dynamic `ticket` at AUTHENTICATE with such a request. The principal's `extra` is
-//! the session's `authextra`. What this module does not do: the dynamic variants of
-//! WAMP-CRA and cryptosign (the procedure returns the secret or keys and the router
-//! verifies).
+//! The configured authenticator (`auth::Configured`) answers dynamic `anonymous` and `tls`
+//! at HELLO and dynamic `ticket` at AUTHENTICATE with such a request; the answer decides.
+//! Dynamic `wampcra` and `cryptosign` ask at HELLO: the principal carries the `secret`
+//! (with `salt`, `iterations`, `keylen` when salted) or the `pubkey`, and the shard then
+//! challenges the client with it ([`super::Authenticator::dynamic_challenge`]). The
+//! principal's `extra` is the session's `authextra`. For `tls`, `details.transport` also
+//! holds `client_cert` (`sha1` fingerprint, `subject.cn`).
+//!
+//! Every refusal (an error raised, a timeout, an answer of a bad shape, a role the realm
+//! lacks) goes through the shard's failure throttle like a static refusal. What this
+//! module does not do: dynamic SCRAM.
 
 use crate::message::{Dict, Value};
 
 use super::dealer::{CallPurpose, RouterCallOutcome};
 use super::session::State;
-use super::{AuthInfo, ConnId, Shard, Step};
+use super::{AuthContext, AuthInfo, ConnId, Shard, Step, AUTHENTICATION_FAILED};
 
 /// What the shard needs to call a dynamic authenticator for one session.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,21 +195,27 @@ impl Shard {
             .iter()
             .position(|r| r.name == call_realm_name)
         else {
-            self.abort(
+            self.auth_failed(
                 conn,
-                "wamp.error.no_such_realm",
-                "the dynamic authenticator's realm does not exist",
+                "wamp.error.no_such_realm".to_owned(),
+                "the dynamic authenticator's realm does not exist".to_owned(),
             );
             return;
         };
         let authid = req.authid.clone().or_else(|| hello.details.authid.clone());
+        let mut transport = Dict::new()
+            .with("type", s.transport.kind.as_str())
+            .with("peer", s.transport.peer.as_str());
+        if let Some(sha1) = &s.transport.client_cert_sha1 {
+            // Crossbar's `client_cert` shape, with what the io layer knows of it.
+            let mut cert = Dict::new().with("sha1", super::auth::tls_fingerprint(sha1));
+            if let Some(cn) = &s.transport.client_cert_cn {
+                cert.insert("subject", Value::Dict(Dict::new().with("cn", cn.as_str())));
+            }
+            transport.insert("client_cert", Value::Dict(cert));
+        }
         let mut details = Dict::new()
-            .with(
-                "transport",
-                Dict::new()
-                    .with("type", s.transport.kind.as_str())
-                    .with("peer", s.transport.peer.as_str()),
-            )
+            .with("transport", transport)
             .with("authmethod", req.method.as_str());
         details.insert(
             "authextra",
@@ -245,7 +257,7 @@ impl Shard {
             } else {
                 "too many dynamic authentications in flight"
             };
-            self.abort(conn, "wamp.error.authentication_failed", message);
+            self.auth_failed(conn, AUTHENTICATION_FAILED.to_owned(), message.to_owned());
         }
     }
 
@@ -275,14 +287,14 @@ impl Shard {
                     error
                 };
                 let message = message.unwrap_or_else(|| "dynamic authenticator failed".into());
-                self.abort(conn, &reason, &message);
+                self.auth_failed(conn, reason, message);
                 return;
             }
             RouterCallOutcome::Timeout => {
-                self.abort(
+                self.auth_failed(
                     conn,
-                    "wamp.error.authentication_failed",
-                    "dynamic authenticator timed out",
+                    AUTHENTICATION_FAILED.to_owned(),
+                    "dynamic authenticator timed out".to_owned(),
                 );
                 return;
             }
@@ -294,22 +306,59 @@ impl Shard {
         ) {
             Ok(p) => p,
             Err(e) => {
-                self.abort(conn, e.reason(), &e.message());
+                self.auth_failed(conn, e.reason().to_owned(), e.message());
                 return;
             }
         };
         if let Err(e) = self.assign_realm(conn, &p) {
-            self.abort(conn, e.reason(), &e.message());
+            self.auth_failed(conn, e.reason().to_owned(), e.message());
             return;
         }
-        let step = Step::Welcome(AuthInfo {
+        let info = AuthInfo {
             authid: p.authid,
             authrole: p.authrole,
             authmethod: auth.method,
             authprovider: "dynamic".to_owned(),
             authextra: p.extra,
-        });
+        };
+        let step = match info.authmethod.as_str() {
+            // The principal carries the secret or key the client must now prove.
+            "wampcra" | "cryptosign" => {
+                let principal = match args.first() {
+                    Some(Value::Dict(d)) => d.clone(),
+                    _ => Dict::new(),
+                };
+                self.dynamic_challenge(conn, info, &principal)
+            }
+            _ => Step::Welcome(info),
+        };
         self.auth_step(conn, step);
+    }
+
+    /// Asks the authenticator for the CHALLENGE of a dynamic principal that must still
+    /// prove itself.
+    fn dynamic_challenge(&mut self, conn: ConnId, info: AuthInfo, principal: &Dict) -> Step {
+        let Some(s) = self.sessions.get(&conn) else {
+            return Step::Pending;
+        };
+        let State::Authenticating {
+            realm,
+            hello,
+            session,
+            ..
+        } = &s.state
+        else {
+            return Step::Pending;
+        };
+        let ctx = AuthContext {
+            realm: &self.config.realms[usize::from(*realm)].name,
+            session: *session,
+            counter: self.session_counter,
+            transport: &s.transport,
+            now: self.now,
+        };
+        self.authenticator
+            .dynamic_challenge(&ctx, hello, info, principal)
     }
 
     /// Moves the authenticating session to the principal's realm (if it names one) and

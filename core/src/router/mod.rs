@@ -76,14 +76,14 @@ mod values;
 
 pub use auth::{
     cryptosign_sign, scram_auth_message, scram_client_proof, scram_credential,
-    scram_salted_password, wampcra_derive_key, wampcra_sign, Anonymous, AuthContext, AuthInfo,
-    Authenticator, Challenged, Configured, Entropy, Step, AUTHENTICATION_FAILED, NOT_AUTHORIZED,
-    NO_AUTH_METHOD,
+    scram_salted_password, tls_fingerprint, wampcra_derive_key, wampcra_sign, Anonymous,
+    AuthContext, AuthInfo, Authenticator, Challenged, Configured, Entropy, Step,
+    AUTHENTICATION_FAILED, NOT_AUTHORIZED, NO_AUTH_METHOD, NO_SUCH_ROLE,
 };
 pub use config::{
     AnonymousConfig, AuthConfig, AuthLimits, CraSalt, CryptosignKeys, HistoryConfig, Limits,
     Permission, Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf,
-    ScramSecret, ShardConfig, TicketSecret, WampCraSecret,
+    ScramSecret, ShardConfig, TicketSecret, TlsCertificate, WampCraSecret,
 };
 pub use dynauth::{DynamicConfig, DynamicRequest};
 pub use peer::PeerError;
@@ -148,6 +148,9 @@ pub struct TransportInfo {
     /// the certificate the client presented and the endpoint verified, from which the
     /// `tls` authentication method takes the principal. `None` otherwise.
     pub client_cert_cn: Option<String>,
+    /// On the same endpoints: the SHA-1 fingerprint of the verified client certificate's
+    /// DER bytes, which the `tls` method matches against `certificate-sha1`.
+    pub client_cert_sha1: Option<[u8; 20]>,
 }
 
 /// What a shard asks its caller to do.

@@ -415,7 +415,7 @@ impl Shard {
 
     /// A rejected authentication: ABORT now, or after the throttle's delay for an address
     /// that failed too often.
-    fn auth_failed(&mut self, conn: ConnId, reason: String, message: String) {
+    pub(super) fn auth_failed(&mut self, conn: ConnId, reason: String, message: String) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -469,7 +469,18 @@ impl Shard {
             }
             Step::Reject { reason, message } => self.auth_failed(conn, reason, message),
             Step::Welcome(auth) => {
-                if !matches!(s.state, State::Authenticating { .. }) {
+                let State::Authenticating { realm, .. } = &s.state else {
+                    return;
+                };
+                // Crossbar refuses a principal whose role the realm does not define, rather
+                // than letting in a session that may do nothing.
+                let realm = &self.config.realms[usize::from(*realm)];
+                if !realm.roles.iter().any(|r| r.name == auth.authrole) {
+                    let message = format!(
+                        "the realm \"{}\" has no role \"{}\"",
+                        realm.name, auth.authrole
+                    );
+                    self.auth_failed(conn, super::NO_SUCH_ROLE.to_owned(), message);
                     return;
                 }
                 let addr = throttle::address(&s.transport.peer);

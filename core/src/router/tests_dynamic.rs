@@ -10,8 +10,15 @@ const TIMEOUT_MS: u64 = 500;
 /// realm1 with roles `backend` (everything), `user` (dynamic authorizer) and `guest`;
 /// the transport's anonymous role is `backend`, ticket is dynamic.
 fn world(count: u16, anonymous: Anon) -> World {
+    // Many refusals come from one address here; the throttle has its own test.
+    world_with(count, anonymous, 1000)
+}
+
+/// [`world`] answering `free_failures` failures per address without delay.
+fn world_with(count: u16, anonymous: Anon, free_failures: u32) -> World {
     let mut config = RouterConfig::default();
     config.limits.router_call_timeout_ms = TIMEOUT_MS;
+    config.limits.auth.free_failures = free_failures;
     config.realms[0].roles = vec![
         RoleConfig {
             name: "backend".into(),
@@ -67,11 +74,15 @@ fn auth_config(anonymous: Anon, ticket: bool) -> AuthConfig {
         Anon::Dynamic(d) => a.anonymous_dynamic = Some(d),
     }
     if ticket {
-        a.ticket_dynamic = Some(DynamicConfig {
+        let d = DynamicConfig {
             authenticator: AUTHENTICATE.into(),
             authenticator_realm: None,
             default_role: None,
-        });
+        };
+        a.ticket_dynamic = Some(d.clone());
+        a.wampcra_dynamic = Some(d.clone());
+        a.cryptosign_dynamic = Some(d.clone());
+        a.tls_dynamic = Some(d);
     }
     a
 }
@@ -470,4 +481,278 @@ fn a_bound_cookie_joins_as_the_same_principal_on_any_shard_until_it_expires() {
         r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["cookie"]}]"#,
     );
     aborted(&mut w, 6, "wamp.error.no_auth_method");
+}
+
+/// Client `conn` on `shard` says HELLO with `details` (JSON) on a transport `t`; returns
+/// what it got at once.
+fn hello_on(
+    w: &mut World,
+    shard: usize,
+    conn: u64,
+    t: TransportInfo,
+    details: &str,
+) -> Vec<String> {
+    let c = ConnId(conn);
+    w.home.insert(c, shard);
+    w.shards[shard].handle_open(w.now, c, Serializer::Json, t);
+    w.run();
+    w.send(conn, &format!(r#"[1,"realm1",{details}]"#));
+    w.take(conn)
+}
+
+/// The CHALLENGE's extra, for `method`.
+fn challenged(got: &[String], method: &str) -> serde_json::Value {
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v = json(&got[0]);
+    assert_eq!(
+        (v[0].as_u64(), v[1].as_str()),
+        (Some(4), Some(method)),
+        "{got:?}"
+    );
+    v[2].clone()
+}
+
+fn wampcra_hello(w: &mut World, conn: u64) -> (u64, serde_json::Value) {
+    let got = hello_on(
+        w,
+        1,
+        conn,
+        TransportInfo::default(),
+        r#"{"roles":{"caller":{}},"authmethods":["wampcra"],"authid":"peter"}"#,
+    );
+    assert_eq!(got, Vec::<String>::new());
+    invocation(w)
+}
+
+#[test]
+fn dynamic_wampcra_challenges_with_the_returned_secret() {
+    let mut w = world(2, backend());
+    component(&mut w, AUTHENTICATE);
+    // Plain secret: asked at HELLO, then CHALLENGE; the right signature joins.
+    let (req, args) = wampcra_hello(&mut w, 2);
+    assert_eq!(
+        (&args[1], &args[2]["authmethod"]),
+        (&json(r#""peter""#), &json(r#""wampcra""#))
+    );
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"role":"user","secret":"s3"}}]]"#),
+    );
+    let extra = challenged(&w.take(2), "wampcra");
+    let text = extra["challenge"].as_str().unwrap();
+    assert_eq!(json(text)["authprovider"], "dynamic");
+    w.send(2, &format!(r#"[5,"{}",{{}}]"#, wampcra_sign("s3", text)));
+    let got = welcomed(&mut w, 2);
+    assert_eq!(
+        (&*got.0, &*got.1, &*got.2, &*got.3),
+        ("peter", "user", "wampcra", "dynamic")
+    );
+    // A wrong signature does not.
+    let (req, _) = wampcra_hello(&mut w, 3);
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"role":"user","secret":"s3"}}]]"#),
+    );
+    let extra = challenged(&w.take(3), "wampcra");
+    let text = extra["challenge"].as_str().unwrap();
+    w.send(3, &format!(r#"[5,"{}",{{}}]"#, wampcra_sign("s4", text)));
+    aborted(&mut w, 3, "wamp.error.authentication_failed");
+    // Salted: the challenge announces the returned salt, iterations and keylen.
+    let key = wampcra_derive_key("pw", "NaCl", 10, 16);
+    let (req, _) = wampcra_hello(&mut w, 4);
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"role":"guest","secret":"{key}","salt":"NaCl","iterations":10,"keylen":16}}]]"#),
+    );
+    let extra = challenged(&w.take(4), "wampcra");
+    assert_eq!(
+        (
+            extra["salt"].as_str(),
+            extra["iterations"].as_u64(),
+            extra["keylen"].as_u64()
+        ),
+        (Some("NaCl"), Some(10), Some(16))
+    );
+    let text = extra["challenge"].as_str().unwrap();
+    w.send(4, &format!(r#"[5,"{}",{{}}]"#, wampcra_sign(&key, text)));
+    assert_eq!(welcomed(&mut w, 4).1, "guest");
+    // No secret, a secret of the wrong type, a bad iteration count, an unknown role.
+    for (conn, answer, reason) in [
+        (5, r#"{"role":"user"}"#, "wamp.error.authentication_failed"),
+        (
+            6,
+            r#"{"role":"user","secret":7}"#,
+            "wamp.error.authentication_failed",
+        ),
+        (
+            7,
+            r#"{"role":"user","secret":"x","salt":"s","iterations":0}"#,
+            "wamp.error.authentication_failed",
+        ),
+        (
+            8,
+            r#"{"role":"nobody","secret":"x"}"#,
+            "wamp.error.no_such_role",
+        ),
+    ] {
+        let (req, _) = wampcra_hello(&mut w, conn);
+        w.send(1, &format!(r#"[70,{req},{{}},[{answer}]]"#));
+        aborted(&mut w, conn, reason);
+    }
+    for s in &w.shards {
+        assert_eq!(s.pending_counts().router_calls, 0);
+    }
+}
+
+#[test]
+fn dynamic_cryptosign_challenges_with_the_returned_key() {
+    let seed = [5_u8; 32];
+    let pubkey = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes(),
+    );
+    let hello = |binding: &str| {
+        format!(
+            r#"{{"roles":{{"caller":{{}}}},"authmethods":["cryptosign"],"authid":"alice","authextra":{{"pubkey":"{pubkey}"{binding}}}}}"#
+        )
+    };
+    let mut w = world(2, backend());
+    component(&mut w, AUTHENTICATE);
+    // The authenticator sees the client's key and returns it: CHALLENGE, signature, WELCOME.
+    assert_eq!(
+        hello_on(&mut w, 1, 2, TransportInfo::default(), &hello("")),
+        Vec::<String>::new()
+    );
+    let (req, args) = invocation(&mut w);
+    assert_eq!(
+        args[2]["authextra"]["pubkey"].as_str(),
+        Some(pubkey.as_str())
+    );
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"role":"user","pubkey":"{pubkey}"}}]]"#),
+    );
+    let extra = challenged(&w.take(2), "cryptosign");
+    let signature = cryptosign_sign(&seed, extra["challenge"].as_str().unwrap(), None).unwrap();
+    w.send(2, &format!(r#"[5,"{signature}",{{}}]"#));
+    let got = welcomed(&mut w, 2);
+    assert_eq!(
+        (&*got.0, &*got.1, &*got.2, &*got.3),
+        ("alice", "user", "cryptosign", "dynamic")
+    );
+    // The principal's key is another one: refused before any CHALLENGE.
+    hello_on(&mut w, 1, 3, TransportInfo::default(), &hello(""));
+    let (req, _) = invocation(&mut w);
+    let other = "11".repeat(32);
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"role":"user","pubkey":"{other}"}}]]"#),
+    );
+    aborted(&mut w, 3, "wamp.error.not_authorized");
+    // No pubkey in the answer.
+    hello_on(&mut w, 1, 4, TransportInfo::default(), &hello(""));
+    let (req, _) = invocation(&mut w);
+    w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
+    aborted(&mut w, 4, "wamp.error.authentication_failed");
+    // A channel binding the transport cannot give, or one nobody defines: refused at
+    // HELLO, the authenticator is not asked.
+    for (conn, binding) in [
+        (5, r#","channel_binding":"tls-unique""#),
+        (6, r#","channel_binding":"tls-exporter""#),
+    ] {
+        let got = hello_on(&mut w, 1, conn, TransportInfo::default(), &hello(binding));
+        let v = json(&got[0]);
+        assert_eq!(
+            (v[0].as_u64(), v[2].as_str()),
+            (Some(3), Some("wamp.error.not_authorized")),
+            "{got:?}"
+        );
+        assert!(
+            v[1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("channel binding"),
+            "{got:?}"
+        );
+        assert_eq!(w.take(1), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn dynamic_tls_passes_the_certificate() {
+    let mut w = world(2, backend());
+    component(&mut w, AUTHENTICATE);
+    let t = TransportInfo {
+        kind: "websocket".into(),
+        peer: "tcp4:127.0.0.1:9".into(),
+        client_cert_cn: Some("carol".into()),
+        client_cert_sha1: Some([0x0f; 20]),
+        ..TransportInfo::default()
+    };
+    let details = r#"{"roles":{"caller":{}},"authmethods":["tls"]}"#;
+    assert_eq!(
+        hello_on(&mut w, 1, 2, t.clone(), details),
+        Vec::<String>::new()
+    );
+    let (req, args) = invocation(&mut w);
+    let cert = &args[2]["transport"]["client_cert"];
+    assert_eq!(cert["sha1"].as_str(), Some(["0F"; 20].join(":").as_str()));
+    assert_eq!(cert["subject"]["cn"], "carol");
+    w.send(
+        1,
+        &format!(r#"[70,{req},{{}},[{{"role":"user","authid":"carol"}}]]"#),
+    );
+    let got = welcomed(&mut w, 2);
+    assert_eq!(
+        (&*got.0, &*got.1, &*got.2, &*got.3),
+        ("carol", "user", "tls", "dynamic")
+    );
+    // Without a certificate the authenticator is not asked.
+    let got = hello_on(&mut w, 1, 3, TransportInfo::default(), details);
+    assert_eq!(json(&got[0])[2], "wamp.error.not_authorized", "{got:?}");
+    assert_eq!(w.take(1), Vec::<String>::new());
+}
+
+#[test]
+fn dynamic_failures_go_through_the_throttle() {
+    // One free failure per address, then 500 ms, then 1000 ms.
+    let mut w = world_with(1, backend(), 1);
+    component(&mut w, AUTHENTICATE);
+    // 1: the authenticator raises: ABORT at once.
+    let (req, _) = ticket_hello(&mut w, 0, 2, "x");
+    w.send(
+        1,
+        &format!(r#"[8,68,{req},{{}},"com.example.invalid_ticket"]"#),
+    );
+    aborted(&mut w, 2, "com.example.invalid_ticket");
+    // 2: garbage: the ABORT waits 500 ms.
+    let (req, _) = ticket_hello(&mut w, 0, 3, "x");
+    w.send(1, &format!(r#"[70,{req},{{}},[[1,2]]]"#));
+    w.check(3, &[]);
+    w.advance(499);
+    w.check(3, &[]);
+    w.advance(1);
+    aborted(&mut w, 3, "wamp.error.authentication_failed");
+    // 3: a timeout: the ABORT comes 1000 ms after the deadline.
+    let _ = ticket_hello(&mut w, 0, 4, "x");
+    w.advance(TIMEOUT_MS);
+    w.check(4, &[]);
+    w.advance(999);
+    w.check(4, &[]);
+    w.advance(1);
+    aborted(&mut w, 4, "wamp.error.authentication_failed");
+    // 4: not registered any more.
+    w.send(1, "[6,{},\"wamp.close.normal\"]");
+    w.take(1);
+    w.open(0, 5);
+    w.send(
+        5,
+        r#"[1,"realm1",{"roles":{"caller":{}},"authmethods":["ticket"],"authid":"joe"}]"#,
+    );
+    w.take(5);
+    w.send(5, r#"[5,"x",{}]"#);
+    w.check(5, &[]);
+    w.advance(2000);
+    aborted(&mut w, 5, "wamp.error.authentication_failed");
 }

@@ -16,7 +16,7 @@ use switchyard_core::codec::Serializer;
 use switchyard_core::router::{
     AnonymousConfig, AuthLimits, CraSalt, CryptosignKeys, DynamicConfig, HistoryConfig, Limits,
     Permission, Principal, Principals, RealmConfig, RoleConfig, RouterConfig, ScramKdf,
-    ScramSecret, TicketSecret, WampCraSecret,
+    ScramSecret, TicketSecret, TlsCertificate, WampCraSecret,
 };
 use switchyard_core::uri::{validate_pattern, validate_uri, MatchPolicy, UriCheck};
 
@@ -1031,17 +1031,19 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
         // `"type": "dynamic"`: an authenticator procedure decides (the `dynauth` module).
         let dynamic = value.get("type").and_then(Value::as_str) == Some("dynamic");
         match key {
-            "anonymous" | "ticket" if dynamic => {
+            "anonymous" | "ticket" | "wampcra" | "cryptosign" | "tls" if dynamic => {
                 let d = w.obj(field).and_then(|mut obj| {
                     obj.take("type");
                     let d = dynamic_method(w, &mut obj);
                     obj.finish(w, none_known);
                     d
                 });
-                if key == "anonymous" {
-                    out.anonymous_dynamic = d;
-                } else {
-                    out.ticket_dynamic = d;
+                match key {
+                    "anonymous" => out.anonymous_dynamic = d,
+                    "ticket" => out.ticket_dynamic = d,
+                    "wampcra" => out.wampcra_dynamic = d,
+                    "cryptosign" => out.cryptosign_dynamic = d,
+                    _ => out.tls_dynamic = d,
                 }
             }
             "cookie" => {
@@ -1055,7 +1057,8 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
             "wampcra" => out.wampcra = method(w, field, key, cra_secret),
             "cryptosign" => out.cryptosign = method(w, field, key, cryptosign_keys),
             "scram" | "wamp-scram" => out.scram = method(w, field, key, scram_secret),
-            "tls" | "cryptosign-proxy" | "anonymous-proxy" => w.unsupported(
+            "tls" => out.tls = method(w, field, key, tls_certificate),
+            "cryptosign-proxy" | "anonymous-proxy" => w.unsupported(
                 &key_path,
                 format!("authentication method `{key}` is not yet supported"),
             ),
@@ -1102,7 +1105,10 @@ fn is_static(w: &mut Walk, tp: &str, tv: &Value) -> bool {
     match w.str(Field::new(tv, tp)) {
         Some("static") => true,
         Some("dynamic" | "function") => {
-            w.unsupported(tp, "dynamic authentication is not yet supported");
+            w.unsupported(
+                tp,
+                "dynamic authentication is not supported for this method",
+            );
             false
         }
         Some(other) => {
@@ -1223,6 +1229,17 @@ fn secret(w: &mut Walk, obj: &mut Obj<'_>, key: &'static str) -> Option<String> 
 fn ticket_secret(w: &mut Walk, obj: &mut Obj<'_>) -> Option<TicketSecret> {
     Some(TicketSecret {
         ticket: secret(w, obj, "ticket")?,
+    })
+}
+
+/// A `tls` principal's `certificate-sha1`: 20 bytes of hex, with or without colons
+/// (pyOpenSSL and Crossbar print `AB:CD:...`), any case.
+fn tls_certificate(w: &mut Walk, obj: &mut Obj<'_>) -> Option<TlsCertificate> {
+    let (p, v) = obj.need(w, "certificate-sha1")?;
+    let text = w.str(Field::new(v, &p))?;
+    let digits: String = text.chars().filter(|&c| c != ':').collect();
+    Some(TlsCertificate {
+        sha1: hex_bytes::<20>(w, &p, &digits)?,
     })
 }
 

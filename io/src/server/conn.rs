@@ -143,6 +143,7 @@ async fn serve_inner(
             cbtid: cookie.map(|c| c.0),
             cookie_auth,
             client_cert_cn: link.client_cert_cn(),
+            client_cert_sha1: link.client_cert_sha1(),
         };
         c.shard.handle_open(now, id, serializer, info);
         c.dispatch();

@@ -136,6 +136,15 @@ impl Link {
         super::tls::subject_common_name(cert.as_ref())
     }
 
+    /// The SHA-1 fingerprint of the client certificate TLS verified, if any (the `tls`
+    /// authentication method matches it).
+    pub(super) fn client_cert_sha1(&self) -> Option<[u8; 20]> {
+        use sha1::Digest;
+        let tls = self.tls.as_ref()?;
+        let cert = tls.peer_certificates()?.first()?;
+        Some(sha1::Sha1::digest(cert.as_ref()).into())
+    }
+
     /// Whether the link is TLS.
     pub(super) fn is_tls(&self) -> bool {
         self.tls.is_some()

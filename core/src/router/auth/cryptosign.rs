@@ -43,6 +43,41 @@ pub fn sign_challenge(
     Some(out)
 }
 
+/// The client's public key from HELLO's `authextra.pubkey`, or a refusal.
+pub(super) fn client_key(authextra: Option<&Dict>) -> Result<[u8; 32], Step> {
+    let Some(Value::Str(pubkey)) = authextra.and_then(|e| e.get("pubkey")) else {
+        return Err(Step::not_authorized(
+            "cryptosign: the client sent no public key (authextra.pubkey)",
+        ));
+    };
+    hex::decode(pubkey)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| Step::not_authorized("cryptosign: authextra.pubkey is not 32 bytes of hex"))
+}
+
+/// The channel binding HELLO asks for (`authextra.channel_binding`): `None` for none, the
+/// transport's 32-byte channel id for `tls-unique`, or a refusal naming why. Autobahn and
+/// Crossbar know only `tls-unique`, which TLS 1.3 does not define and rustls does not
+/// offer, so today every binding request is refused.
+pub(super) fn binding<'t>(
+    ctx: &AuthContext<'t>,
+    authextra: Option<&Dict>,
+) -> Result<Option<&'t [u8]>, Step> {
+    match authextra.and_then(|e| e.get("channel_binding")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Str(s)) if s == "tls-unique" => match ctx.transport.channel_binding.as_deref() {
+            Some(c) if c.len() == 32 => Ok(Some(c)),
+            _ => Err(Step::not_authorized(
+                "cryptosign: channel binding tls-unique was requested but this transport cannot provide it",
+            )),
+        },
+        Some(other) => Err(Step::not_authorized(format!(
+            "cryptosign: unsupported channel binding {other:?} (only tls-unique)"
+        ))),
+    }
+}
+
 pub(super) fn start(
     ctx: &AuthContext<'_>,
     principals: &Principals<CryptosignKeys>,
@@ -50,34 +85,13 @@ pub(super) fn start(
     authextra: Option<&Dict>,
     entropy: &mut Entropy,
 ) -> Step {
-    let Some(Value::Str(pubkey)) = authextra.and_then(|e| e.get("pubkey")) else {
-        return Step::not_authorized(
-            "cryptosign: the client sent no public key (authextra.pubkey)",
-        );
+    let key = match client_key(authextra) {
+        Ok(k) => k,
+        Err(step) => return step,
     };
-    let Some(key) = hex::decode(pubkey)
-        .ok()
-        .and_then(|k| <[u8; 32]>::try_from(k).ok())
-    else {
-        return Step::not_authorized("cryptosign: authextra.pubkey is not 32 bytes of hex");
-    };
-    let binding = match authextra.and_then(|e| e.get("channel_binding")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Str(s)) if s == "tls-unique" => {
-            match ctx.transport.channel_binding.as_deref() {
-                Some(c) if c.len() == 32 => Some(c),
-                _ => {
-                    return Step::not_authorized(
-                    "cryptosign: channel binding tls-unique was requested but this transport cannot provide it",
-                );
-                }
-            }
-        }
-        Some(other) => {
-            return Step::not_authorized(format!(
-                "cryptosign: unsupported channel binding {other:?} (only tls-unique)"
-            ));
-        }
+    let binding = match binding(ctx, authextra) {
+        Ok(b) => b,
+        Err(step) => return step,
     };
     let found = match authid {
         Some(id) => match principals.get(id) {
@@ -101,10 +115,19 @@ pub(super) fn start(
             None => return Step::not_authorized("cryptosign: no principal has this public key"),
         },
     };
-    let found = match found {
-        Ok(f) => f,
-        Err(step) => return step,
-    };
+    match found {
+        Ok(f) => challenge(f.info, key, binding, entropy),
+        Err(step) => step,
+    }
+}
+
+/// The CHALLENGE for a principal (`info`) proving it holds the private half of `key`.
+pub(super) fn challenge(
+    info: AuthInfo,
+    key: [u8; 32],
+    binding: Option<&[u8]>,
+    entropy: &mut Entropy,
+) -> Step {
     let challenge = entropy.bytes::<32>();
     let mut message = challenge;
     if let Some(c) = binding {
@@ -119,11 +142,7 @@ pub(super) fn start(
     Step::Challenge {
         method: "cryptosign".to_owned(),
         extra,
-        state: Challenged(Box::new(Inner::Cryptosign(Expect {
-            info: found.info,
-            key,
-            message,
-        }))),
+        state: Challenged(Box::new(Inner::Cryptosign(Expect { info, key, message }))),
     }
 }
 

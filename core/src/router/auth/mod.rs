@@ -14,18 +14,24 @@
 //! WAMP-SCRAM (`scram`/`wamp-scram`), each in its own module. Randomness (nonces,
 //! challenges) comes from an [`Entropy`] the io layer seeds; nothing here reads the OS.
 //!
-//! Dynamic `anonymous` and `ticket` (a WAMP procedure decides) answer [`Step::Dynamic`];
-//! the shard calls the procedure (the `dynauth` module). Cookie authentication is decided
-//! by the shard before the authenticator (the `cookie` module).
+//! `tls` takes the principal from the verified client certificate's fingerprint.
 //!
-//! What it does not do: TLS client-certificate authentication, dynamic WAMP-CRA and
-//! cryptosign, logging of any secret.
+//! Dynamic methods (a WAMP procedure decides) answer [`Step::Dynamic`]; the shard calls
+//! the procedure (the `dynauth` module). For `anonymous`, `tls` and (at AUTHENTICATE)
+//! `ticket` its answer decides; for `wampcra` and `cryptosign` it is asked at HELLO and
+//! returns the principal's secret or public key, with which the shard then challenges the
+//! client ([`Authenticator::dynamic_challenge`]). Cookie authentication is decided by the
+//! shard before the authenticator (the `cookie` module).
+//!
+//! What it does not do: log any secret; dynamic SCRAM; channel bindings other than
+//! `tls-unique` (and no transport offers that one).
 
 mod cryptosign;
 mod entropy;
 mod scram;
 pub(super) mod throttle;
 mod ticket;
+mod tls;
 mod wampcra;
 
 pub use cryptosign::sign_challenge as cryptosign_sign;
@@ -34,10 +40,11 @@ pub use scram::{
     auth_message as scram_auth_message, client_proof as scram_client_proof,
     derive_credential as scram_credential, salted_password as scram_salted_password,
 };
+pub use tls::fingerprint as tls_fingerprint;
 pub use wampcra::{derive_key as wampcra_derive_key, sign as wampcra_sign};
 
 use crate::id::Id;
-use crate::message::{Dict, Hello};
+use crate::message::{Dict, Hello, Value};
 
 use super::config::{AuthConfig, Principal, Principals};
 use super::{Time, TransportInfo};
@@ -48,6 +55,8 @@ pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";
 pub const AUTHENTICATION_FAILED: &str = "wamp.error.authentication_failed";
 /// `wamp.error.no_auth_method`: none of the offered methods is configured.
 pub const NO_AUTH_METHOD: &str = "wamp.error.no_auth_method";
+/// `wamp.error.no_such_role`: the principal's role is not a role of the realm.
+pub const NO_SUCH_ROLE: &str = "wamp.error.no_such_role";
 
 /// Who a session turned out to be.
 #[derive(Clone, Debug, PartialEq)]
@@ -168,8 +177,7 @@ impl Challenged {
             Inner::Cryptosign(e) => e.verify(signature),
             Inner::Scram(e) => e.verify(signature),
             Inner::Dynamic(mut r) => {
-                r.details
-                    .insert("ticket", crate::message::Value::from(signature));
+                r.details.insert("ticket", Value::from(signature));
                 Step::Dynamic(r)
             }
         }
@@ -190,6 +198,19 @@ pub trait Authenticator: std::fmt::Debug {
     ) -> Step {
         let _ = ctx;
         state.verify(signature, extra)
+    }
+    /// A dynamic authenticator returned `principal` (already read into `info`: authid,
+    /// role) for a method that still needs the client's proof (`wampcra`, `cryptosign`):
+    /// the CHALLENGE built from the returned secret or key, or a refusal.
+    fn dynamic_challenge(
+        &mut self,
+        ctx: &AuthContext<'_>,
+        hello: &Hello,
+        info: AuthInfo,
+        principal: &Dict,
+    ) -> Step {
+        let _ = (ctx, hello, info, principal);
+        Step::failed("this authenticator cannot challenge a dynamic principal")
     }
 }
 
@@ -274,6 +295,41 @@ impl Authenticator for Configured {
                         };
                     }
                 }
+                "wampcra" if config.wampcra_dynamic.is_some() => {
+                    if let Some(d) = &config.wampcra_dynamic {
+                        let r = super::dynauth::request("wampcra", d, None);
+                        return Step::Dynamic(Box::new(r));
+                    }
+                }
+                "cryptosign" if config.cryptosign_dynamic.is_some() => {
+                    if let Some(d) = &config.cryptosign_dynamic {
+                        // What the router cannot do is refused before the call.
+                        if let Err(step) = cryptosign::client_key(authextra) {
+                            return step;
+                        }
+                        if let Err(step) = cryptosign::binding(ctx, authextra) {
+                            return step;
+                        }
+                        let r = super::dynauth::request("cryptosign", d, None);
+                        return Step::Dynamic(Box::new(r));
+                    }
+                }
+                "tls" if config.tls_dynamic.is_some() => {
+                    if let Some(d) = &config.tls_dynamic {
+                        if tls::certificate(ctx.transport).is_none() {
+                            return Step::not_authorized(
+                                "tls: a verified TLS client certificate is required",
+                            );
+                        }
+                        let r = super::dynauth::request("tls", d, None);
+                        return Step::Dynamic(Box::new(r));
+                    }
+                }
+                "tls" => {
+                    if let Some(p) = &config.tls {
+                        return tls::start(ctx, p);
+                    }
+                }
                 "anonymous" => {
                     if let Some(a) = &config.anonymous {
                         return Step::Welcome(anonymous_info(ctx.counter, &a.role));
@@ -318,6 +374,99 @@ impl Authenticator for Configured {
             NO_AUTH_METHOD,
             "none of the offered authentication methods is configured on this transport",
         )
+    }
+
+    fn dynamic_challenge(
+        &mut self,
+        ctx: &AuthContext<'_>,
+        hello: &Hello,
+        info: AuthInfo,
+        principal: &Dict,
+    ) -> Step {
+        self.challenge_dynamic(ctx, hello, info, principal)
+            .unwrap_or_else(|step| step)
+    }
+}
+
+impl Configured {
+    /// [`Authenticator::dynamic_challenge`] for the configured methods.
+    fn challenge_dynamic(
+        &mut self,
+        ctx: &AuthContext<'_>,
+        hello: &Hello,
+        info: AuthInfo,
+        principal: &Dict,
+    ) -> Result<Step, Step> {
+        match info.authmethod.as_str() {
+            "wampcra" => {
+                let text = |k: &str| match principal.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::Str(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(Step::failed(format!(
+                        "dynamic authenticator returned a bad `{k}`"
+                    ))),
+                };
+                let number = |k: &str, max: u64, default: u32| match principal.get(k) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|n| (1..=max).contains(n))
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            Step::failed(format!("dynamic authenticator returned a bad `{k}`"))
+                        }),
+                };
+                let secret = text("secret")?.ok_or_else(|| {
+                    Step::failed("dynamic authenticator returned no `secret` for wampcra")
+                })?;
+                let salt = match text("salt")? {
+                    Some(salt) => Some(super::config::CraSalt {
+                        salt,
+                        iterations: number("iterations", 100_000_000, 1000)?,
+                        keylen: number("keylen", 1024, 32)?,
+                    }),
+                    None => None,
+                };
+                let p = Principal {
+                    role: info.authrole.clone(),
+                    realm: None,
+                    secret: super::config::WampCraSecret { secret, salt },
+                };
+                let wall = self.unix_epoch_us.saturating_add(ctx.now.0);
+                let found = Found {
+                    info,
+                    principal: &p,
+                };
+                Ok(wampcra::start(ctx, found, &mut self.entropy, wall))
+            }
+            "cryptosign" => {
+                let authextra = hello.details.authextra.as_ref();
+                let key = cryptosign::client_key(authextra)?;
+                let binding = cryptosign::binding(ctx, authextra)?;
+                let Some(Value::Str(pubkey)) = principal.get("pubkey") else {
+                    return Err(Step::failed(
+                        "dynamic authenticator returned no `pubkey` for cryptosign",
+                    ));
+                };
+                let Some(theirs) = hex::decode(pubkey)
+                    .ok()
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                else {
+                    return Err(Step::failed(
+                        "dynamic authenticator returned a `pubkey` that is not 32 bytes of hex",
+                    ));
+                };
+                if theirs != key {
+                    return Err(Step::not_authorized(
+                        "cryptosign: the public key is not the principal's",
+                    ));
+                }
+                Ok(cryptosign::challenge(info, key, binding, &mut self.entropy))
+            }
+            other => Err(Step::failed(format!(
+                "no challenge for a dynamic {other} principal"
+            ))),
+        }
     }
 }
 

@@ -169,6 +169,7 @@ fn throttle_addresses_and_delays() {
 const CRA_PASSWORD: &str = "secret-cra";
 const SCRAM_PASSWORD: &str = "secret-scram";
 const SEED: [u8; 32] = [7; 32];
+const CERT_SHA1: [u8; 20] = [0xab; 20];
 
 fn principal<S>(role: &str, secret: S) -> Principal<S> {
     Principal {
@@ -200,6 +201,24 @@ fn config() -> AuthConfig {
     );
     limited.realm = Some("other".into());
     ticket.insert("elsewhere".to_owned(), limited);
+    ticket.insert(
+        "ghost".to_owned(),
+        principal(
+            "no-such-role",
+            TicketSecret {
+                ticket: "boo".into(),
+            },
+        ),
+    );
+    let mut tls = BTreeMap::new();
+    tls.insert(
+        "carol".to_owned(),
+        principal("certified", TlsCertificate { sha1: CERT_SHA1 }),
+    );
+    tls.insert(
+        "ghost".to_owned(),
+        principal("no-such-role", TlsCertificate { sha1: [0xee; 20] }),
+    );
     let mut wampcra = BTreeMap::new();
     wampcra.insert(
         "peter".to_owned(),
@@ -250,8 +269,22 @@ fn config() -> AuthConfig {
         wampcra: Some(wampcra),
         cryptosign: Some(cryptosign),
         scram: Some(scram),
+        tls: Some(tls),
         ..AuthConfig::default()
     }
+}
+
+/// realm1 with the roles the principals of [`config`] have, except `ghost`'s.
+fn router_config() -> RouterConfig {
+    let mut router = RouterConfig::default();
+    for name in ["frontend", "backend", "signer", "scrammer", "certified"] {
+        router.realms[0].roles.push(RoleConfig {
+            name: name.into(),
+            permissions: vec![Permission::all("", MatchPolicy::Prefix)],
+            authorizer: None,
+        });
+    }
+    router
 }
 
 struct One {
@@ -273,7 +306,7 @@ impl One {
                 index: 0,
                 count: 1,
                 seed: 1,
-                router: Arc::new(RouterConfig::default()),
+                router: Arc::new(router_config()),
             },
             Box::new(auth),
         );
@@ -890,4 +923,87 @@ fn a_second_authenticate_while_the_first_is_undecided_is_a_violation() {
         }),
     );
     assert!(w.drain(1).is_empty());
+}
+
+impl One {
+    /// Opens `conn` on the configured transport as a TLS connection whose verified client
+    /// certificate has fingerprint `sha1` (`None`: no certificate), and says HELLO.
+    fn tls_hello(&mut self, conn: u64, sha1: Option<[u8; 20]>, details: J) -> Vec<J> {
+        let t = TransportInfo {
+            kind: "websocket".into(),
+            peer: format!("tcp4:10.1.0.{conn}:1"),
+            auth: 1,
+            client_cert_cn: sha1.map(|_| "carol".to_owned()),
+            client_cert_sha1: sha1,
+            ..TransportInfo::default()
+        };
+        self.shard
+            .handle_open(self.now, ConnId(conn), Serializer::Json, t);
+        self.send(conn, &json!([1, "realm1", details]).to_string())
+    }
+}
+
+#[test]
+fn tls_principal_from_the_client_certificate() {
+    let mut w = One::new();
+    // The configured certificate: carol, whatever authid HELLO names; no CHALLENGE.
+    welcomed(
+        &w.tls_hello(
+            1,
+            Some(CERT_SHA1),
+            hello(&["tls"], Some("mallory"), json!({})),
+        ),
+        "carol",
+        "certified",
+        "tls",
+    );
+    // No certificate, an unknown certificate, a certificate one bit away.
+    let mut near = CERT_SHA1;
+    near[19] ^= 1;
+    for (conn, sha1) in [(2, None), (3, Some([1; 20])), (4, Some(near))] {
+        aborted(
+            &w.tls_hello(conn, sha1, hello(&["tls"], None, json!({}))),
+            NOT_AUTHORIZED,
+        );
+        assert!(w.closed.contains(&conn));
+    }
+    // `tls` not offered: the next offered method decides.
+    let c = w.tls_hello(
+        5,
+        Some(CERT_SHA1),
+        hello(&["ticket"], Some("joe"), json!({})),
+    );
+    challenge(&c, "ticket");
+    // The fingerprint in Crossbar's spelling.
+    assert_eq!(
+        tls_fingerprint(&[0xab; 20]),
+        ["AB"; 20].join(":"),
+        "pyOpenSSL's digest shape"
+    );
+}
+
+#[test]
+fn a_principal_whose_role_the_realm_lacks_does_not_join() {
+    let mut w = One::new();
+    // Static ticket: the right ticket, but role `no-such-role` is not a role of realm1.
+    challenge(
+        &w.hello(1, PEER, hello(&["ticket"], Some("ghost"), json!({}))),
+        "ticket",
+    );
+    let m = w.send(1, &authenticate("boo"));
+    aborted(&m, NO_SUCH_ROLE);
+    assert!(
+        m[0][1]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("no-such-role")),
+        "{m:?}"
+    );
+    assert!(w.closed.contains(&1));
+    // Static tls: the same.
+    let mut w = One::new();
+    aborted(
+        &w.tls_hello(2, Some([0xee; 20]), hello(&["tls"], None, json!({}))),
+        NO_SUCH_ROLE,
+    );
+    assert_eq!(w.shard.connection_count(), 0);
 }
