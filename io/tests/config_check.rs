@@ -559,7 +559,9 @@ fn tls_and_dynamic_wampcra_cryptosign_tls_are_read() {
             "a": {"role": "r", "certificate-sha1": "0A".repeat(20)},
             "b": {"role": "r"}
         }}})),
-        &[&format!("{t}.tls.principals.b.certificate-sha1: missing mandatory key")],
+        &[&format!(
+            "{t}.tls.principals.b.certificate-sha1: missing mandatory key"
+        )],
     );
 }
 
