@@ -444,6 +444,7 @@ impl Shard {
     pub(super) fn owner_subscribe(
         &mut self,
         from: u16,
+        life: u64,
         token: u64,
         realm: u16,
         uri: String,
@@ -466,11 +467,14 @@ impl Shard {
             policy,
             subscription: id,
             shard: from,
+            life,
             requester: from,
             token,
         };
         self.broadcast(&msg);
-        self.apply_interest_add(realm, &uri, policy, id, from, from, token);
+        if self.current(from, life) {
+            self.apply_interest_add(realm, &uri, policy, id, from, from, token);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -545,13 +549,14 @@ impl Shard {
         if sub.sessions.is_empty() {
             // Everyone left while waiting: give the interest back.
             let owner = self.owner(p.realm, &sub.uri, sub.policy);
-            self.send_peer(
+            self.send_removal(
                 owner,
                 PeerMsg::UnsubscribeRequest {
                     realm: p.realm,
                     uri: sub.uri,
                     policy: sub.policy,
                 },
+                None,
             );
             return;
         }
@@ -642,7 +647,8 @@ impl Shard {
         }
         if empty {
             let owner = self.owner(realm, &uri, policy);
-            self.send_peer(owner, PeerMsg::UnsubscribeRequest { realm, uri, policy });
+            let msg = PeerMsg::UnsubscribeRequest { realm, uri, policy };
+            self.send_removal(owner, msg, None);
         }
     }
 
@@ -660,6 +666,9 @@ impl Shard {
             shard: from,
         };
         self.broadcast(&msg);
+        if from == self.index {
+            self.removal_decided(realm, &uri, policy);
+        }
         self.apply_interest_remove(realm, &uri, policy, from);
     }
 
@@ -780,15 +789,11 @@ impl Shard {
                 }
             }
         }
+        // The wait sets stay: acknowledgements already received of the dead owner's
+        // decision count (its broadcast reached every shard before its death did, and a
+        // second decision of a known key may bring no new ones).
         for (token, realm, uri, policy) in resend {
             let owner = self.owner(realm, &uri, policy);
-            if let Some(Pending::Subscribe(p)) = self.pending.get_mut(&token) {
-                p.wait = Wait::new(
-                    (0..self.count)
-                        .filter(|s| self.live[usize::from(*s)])
-                        .collect(),
-                );
-            }
             self.send_peer(
                 owner,
                 PeerMsg::SubscribeRequest {

@@ -135,6 +135,8 @@ pub(super) struct PendingRegister {
     policy: MatchPolicy,
     invoke: InvokePolicy,
     pub(super) wait: Wait,
+    /// Whether the request was sent again after a shard died (so it may be decided twice).
+    resent: bool,
     /// Calls that reached the callee before its REGISTERED did, as (caller shard, call):
     /// another shard's replica may route to the callee as soon as it applied the owner's
     /// change, while this shard still waits for the other acknowledgements. They are
@@ -184,6 +186,7 @@ impl Shard {
                 policy,
                 invoke,
                 wait: Wait::new(self.live_shards()),
+                resent: false,
                 parked: Vec::new(),
             }),
         );
@@ -205,6 +208,7 @@ impl Shard {
     pub(super) fn owner_register(
         &mut self,
         from: u16,
+        life: u64,
         token: u64,
         realm: u16,
         uri: String,
@@ -248,13 +252,16 @@ impl Shard {
             invoke,
             registration: id,
             shard: from,
+            life,
             session,
             requester: from,
             token,
         };
         self.broadcast(&msg);
-        self.apply_register_add(realm, &uri, policy, invoke, id, from, session);
-        self.applied(from, token, Some(id));
+        if self.current(from, life) {
+            self.apply_register_add(realm, &uri, policy, invoke, id, from, session);
+            self.applied(from, token, Some(id));
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -285,11 +292,44 @@ impl Shard {
         let _ = d.regs.insert(uri, policy, id);
     }
 
+    /// Whether the session of the pending register `token` holds its key by another
+    /// registration or another pending register.
+    fn holds_key_elsewhere(&self, token: u64, p: &PendingRegister) -> bool {
+        let other_pending = self.pending.iter().any(|(t, q)| {
+            *t != token
+                && matches!(q, Pending::Register(q)
+                    if q.session == p.session && q.uri == p.uri && q.policy == p.policy)
+        });
+        let registered = self
+            .sessions
+            .get(&p.conn)
+            .and_then(|s| s.joined())
+            .is_some_and(|j| {
+                j.registrations.iter().any(|id| {
+                    self.realms[usize::from(p.realm)]
+                        .dealer
+                        .by_id
+                        .get(id)
+                        .is_some_and(|g| g.uri == p.uri && g.policy == p.policy)
+                })
+            });
+        other_pending || registered
+    }
+
     pub(super) fn register_rejected(&mut self, token: u64, error: &str) {
         // A request re-sent after a shard died (or handed back by a joiner that gave up)
         // may be decided twice; the second decision's rejection follows the first one's
         // RegisterAdd on the owner's link and is not news.
         if matches!(self.pending.get(&token), Some(Pending::Register(p)) if p.wait.id.is_some()) {
+            return;
+        }
+        // The rejection may also come first: a re-sent request whose session holds the
+        // key nowhere else was decided once already, and that decision's RegisterAdd is
+        // on its way (it reached the shard that rejected the second time).
+        if error == "wamp.error.procedure_already_exists"
+            && matches!(self.pending.get(&token), Some(Pending::Register(p))
+                if p.resent && !self.holds_key_elsewhere(token, p))
+        {
             return;
         }
         let Some(Pending::Register(p)) = self.pending.remove(&token) else {
@@ -414,36 +454,37 @@ impl Shard {
     /// remove it everywhere.
     fn give_back_registration(&mut self, realm: u16, id: Id, session: Id) {
         let index = self.index;
+        let key = self.realms[usize::from(realm)]
+            .dealer
+            .by_id
+            .get(&id)
+            .map(|g| (g.uri.clone(), g.policy));
         self.apply_register_remove(realm, id, index, session);
-        let Some(g) = self.realms[usize::from(realm)].dealer.by_id.get(&id) else {
-            // Removed entirely here; the owner is found from the key we no longer hold, so
-            // ask every live shard's owner role by broadcasting the request to the owner
-            // computed from the id's class instead.
-            let owner = (id.get() % u64::from(self.count)) as u16;
-            let owner = if self.live[usize::from(owner)] {
-                owner
-            } else {
-                self.index
-            };
-            self.send_peer(
-                owner,
-                PeerMsg::UnregisterRequest {
-                    realm,
-                    registration: id,
-                    session,
-                },
-            );
-            return;
-        };
-        let owner = self.owner(realm, &g.uri.clone(), g.policy);
-        self.send_peer(
-            owner,
-            PeerMsg::UnregisterRequest {
+        if let Some((uri, policy)) = key {
+            let owner = self.owner(realm, &uri, policy);
+            let msg = PeerMsg::UnregisterRequest {
                 realm,
                 registration: id,
                 session,
-            },
-        );
+            };
+            self.send_removal(owner, msg, Some((uri, policy)));
+            return;
+        }
+        // This shard does not know the registration (it cannot happen for a callee it
+        // holds, which is in its replica): ask the shard of the id's class, which hands
+        // it on to the owner if it knows the key.
+        let owner = (id.get() % u64::from(self.count)) as u16;
+        let owner = if self.live[usize::from(owner)] {
+            owner
+        } else {
+            self.index
+        };
+        let msg = PeerMsg::UnregisterRequest {
+            realm,
+            registration: id,
+            session,
+        };
+        self.send_removal(owner, msg, None);
     }
 
     pub(super) fn unregister(&mut self, conn: ConnId, m: Unregister) {
@@ -519,6 +560,9 @@ impl Shard {
             session,
         };
         self.broadcast(&msg);
+        if from == self.index {
+            self.unregister_decided(realm, registration, session);
+        }
         self.apply_register_remove(realm, registration, from, session);
     }
 
@@ -1319,12 +1363,12 @@ impl Shard {
                 }
             }
         }
-        let live = self.live_shards();
+        // As for subscriptions: the wait sets stay (see `broker_shard_down`).
         for token in resend {
             let Some(Pending::Register(p)) = self.pending.get_mut(&token) else {
                 continue;
             };
-            p.wait = Wait::new(live.clone());
+            p.resent = true;
             let (realm, uri, policy) = (p.realm, p.uri.clone(), p.policy);
             let msg = PeerMsg::RegisterRequest {
                 token,

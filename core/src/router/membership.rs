@@ -23,7 +23,33 @@
 //! it as if it had died, it clears its replica) and joins again, in a new round, once that
 //! joiner is ready or dead. Messages of an abandoned round are recognised by the round
 //! number (snapshots, `Busy`) or by arriving before the sender's snapshot of the current
-//! round (replica changes), and dropped.
+//! round (replica changes), and dropped. A ready shard answers a `Withdraw` with `Ready`
+//! (the joiner may have given up in its favour on another server's stale word).
+//!
+//! # Lives
+//!
+//! A shard dies and restarts, maybe several times, while messages about it are still
+//! travelling between the others. Each life has a number: 0 for the router's first start,
+//! 64 random bits (from the shard's seed) for each restart, announced in `Join`. Changes
+//! naming a shard carry the life they are about (`InterestAdd`, `RegisterAdd`, the origin of
+//! a `Forward`), snapshots carry the sender's view of every life, and a receiver applies
+//! them only for the life it knows: a change about a previous life is dropped wherever and
+//! whenever it arrives, also at a joiner that never saw that death. A joiner learns lives
+//! from `Join`s (direct) and adopts the others from snapshots; learning a new life of a
+//! shard whose old entries it holds drops them. Rounds start at a number drawn from the
+//! life and snapshots name the joiner's life, so answers meant for a previous life of the
+//! joiner (sent before the server learnt of the restart) are ignored.
+//!
+//! # Snapshots that left keys out
+//!
+//! A server snapshots the keys it owns in its view without the joiner; keys it thought
+//! another shard owned are left for that shard's snapshot. When that shard is in fact dead,
+//! withdrawn or in another life (in the joiner's view), those keys may come from nobody:
+//! the joiner asks that server for a [`PeerMsg::Resync`] about the shard, which the server
+//! answers with a full snapshot once it no longer counts the shard live, and the joiner opens
+//! only when every such resync came. The check runs whenever the joiner learns something
+//! (a snapshot, a death, a `Join`, a `Ready`); a resync whose reason went away is no
+//! longer awaited.
 //!
 //! # Requests at a shard that is not the key's owner
 //!
@@ -31,14 +57,26 @@
 //! absence (the interim owner) stops deciding it once it has sent its snapshot, but other
 //! shards may not have processed the `Join` yet and still send it requests for the key.
 //! Such requests are handed on to the owner of the receiving shard's view
-//! ([`PeerMsg::Forward`], bounded hops), so one key never has two deciders. Forwards to a
-//! joiner that gives up or dies are handled again by the shard that handed them on.
-//! Requesters stop waiting for acknowledgements from a joiner that is being served (it has
-//! no sessions, and gets every change from snapshots or later broadcasts).
+//! ([`PeerMsg::Forward`], bounded hops), so one key never has two deciders. The shard that
+//! handed a request on keeps it until the owner's decision passes by and handles it again
+//! if the shard it went to gives up or dies first (the requester may have learnt that death
+//! before it sent the request, and then never sends it again). Requesters stop waiting for
+//! acknowledgements from a joiner that is being served (it has no sessions, and gets every
+//! change from snapshots or later broadcasts); when an owner dies they keep the
+//! acknowledgements already received (the dead owner's broadcast reached every shard before
+//! its death did), and a re-sent register rejected as `procedure_already_exists` by the new
+//! owner while the session holds the key nowhere else waits for the first decision instead.
+//! Unsubscribe and unregister requests are kept by their requester until the owner's
+//! `InterestRemove`/`RegisterRemove` naming it comes back, and re-sent to the new owner if
+//! the one they went to dies first.
 //!
-//! What it does not do: a joiner that dies (rather than gives up) loses the unsubscribe
-//! and unregister requests deferred on it (subscribe and register requests are re-sent by
-//! their requesters); a snapshot-based replica makes no attempt to be incremental.
+//! What it does not do: a snapshot-based replica makes no attempt to be incremental. Not
+//! waiting for the joiner leaves a narrow window: a change an owner decided after its
+//! snapshot to the joiner may still travel toward the joiner when the joiner opens (its
+//! last snapshot came from another shard), so a session on the joiner could publish once
+//! without a subscriber the requester already confirmed (not seen in the simulation). The
+//! membership lists are bounded by the shard count or by the request limits, not by a
+//! limit of their own.
 
 use crate::message::Hello;
 
@@ -50,7 +88,7 @@ use super::{ConnId, Output, RouterConfig, Shard, ShardConfig, Time};
 /// A rejoining shard's progress.
 #[derive(Debug, Default)]
 pub(super) struct Sync {
-    /// The current attempt (1 for the first `Join`).
+    /// The current attempt (the first drawn from the life, then counting up).
     pub(super) round: u32,
     /// Shards whose snapshot of this round has not arrived.
     pub(super) waiting: Vec<u16>,
@@ -62,11 +100,15 @@ pub(super) struct Sync {
     pub(super) ready_seen: Vec<u16>,
     /// Resync answers awaited: (server, dead shard).
     pub(super) resync_wait: Vec<(u16, u16)>,
+    /// Each snapped server's view when it took its latest snapshot: (server, shards it
+    /// counted dead, lives it knew). Where it counted live a shard this one knows dead,
+    /// gone or in another life, it may have left out keys it thought that shard owned.
+    pub(super) views: Vec<(u16, Vec<u16>, Vec<u64>)>,
     /// HELLOs received before the replica was complete.
     pub(super) parked: Vec<(ConnId, Hello)>,
     /// Owner requests received before the replica was complete: (sender, origin, hops,
     /// request).
-    pub(super) deferred: Vec<(u16, u16, u8, PeerMsg)>,
+    pub(super) deferred: Vec<(u16, u16, u64, u8, PeerMsg)>,
 }
 
 impl Shard {
@@ -75,12 +117,59 @@ impl Shard {
     /// shards that are not running with [`Shard::handle_shard_down`] right away: the shard
     /// waits for every shard it believes live.
     pub fn rejoin(config: ShardConfig) -> Self {
+        // A life number no earlier life of this shard used (with overwhelming
+        // probability: 64 random bits, never 0, which is the first start's).
+        let life = super::rng::SplitMix64::new(config.seed ^ 0x6C69_6665).next_u64() | 1;
         let mut s = Self::new(config);
+        let me = usize::from(s.index);
+        s.lives[me] = life;
+        // Every other shard's life is learnt from its `Join` or from a snapshot.
+        s.lives_known = (0..s.lives.len()).map(|i| i == me).collect();
         if s.count > 1 {
-            s.sync = Some(Box::default());
+            // Rounds start at a number drawn from the life: answers meant for a previous
+            // life's attempt (`Busy`, sent before the sender learnt of the restart) do not
+            // match this life's rounds. Snapshots are also checked against the life.
+            let first = (life >> 33) as u32;
+            s.sync = Some(Box::new(Sync {
+                round: first,
+                ..Sync::default()
+            }));
             s.start_round();
         }
         s
+    }
+
+    /// Drops the replica entries naming `shard` (a syncing shard learnt that they are
+    /// about a previous life).
+    fn forget_shard(&mut self, shard: u16) {
+        for realm in 0..self.realms.len() {
+            let b = &self.realms[realm].broker;
+            let keys: Vec<(String, crate::uri::MatchPolicy)> = b
+                .interest
+                .iter()
+                .filter(|m| m.value.shards.contains(&shard))
+                .map(|m| (m.pattern.to_owned(), m.policy))
+                .collect();
+            // Realm count is bounded by the config (far below 2^16).
+            let ri = realm as u16;
+            for (uri, policy) in keys {
+                self.apply_interest_remove(ri, &uri, policy, shard);
+            }
+            let gone: Vec<(crate::id::Id, crate::id::Id)> = self.realms[realm]
+                .dealer
+                .by_id
+                .iter()
+                .flat_map(|(id, g)| {
+                    g.callees
+                        .iter()
+                        .filter(|c| c.0 == shard)
+                        .map(move |c| (*id, c.1))
+                })
+                .collect();
+            for (id, session) in gone {
+                self.apply_register_remove(ri, id, shard, session);
+            }
+        }
     }
 
     /// Whether the shard has its full replica and accepts sessions.
@@ -101,13 +190,15 @@ impl Shard {
         let Some(sync) = &mut self.sync else {
             return;
         };
-        sync.round += 1;
+        sync.round = sync.round.wrapping_add(1);
         sync.blocked_on = None;
         sync.snapped.clear();
         sync.resync_wait.clear();
+        sync.views.clear();
         sync.waiting = others;
         let round = sync.round;
-        self.broadcast(&PeerMsg::Join { round });
+        let life = self.life_of(self.index);
+        self.broadcast(&PeerMsg::Join { round, life });
         self.check_synced();
     }
 
@@ -142,10 +233,25 @@ impl Shard {
         }
         sync.waiting.push(from);
         let round = sync.round;
-        self.send_raw(from, &PeerMsg::Join { round });
+        let life = self.life_of(self.index);
+        self.send_raw(from, &PeerMsg::Join { round, life });
     }
 
-    pub(super) fn handle_join(&mut self, now: Time, from: u16, round: u32) {
+    pub(super) fn handle_join(&mut self, now: Time, from: u16, round: u32, life: u64) {
+        let f = usize::from(from);
+        let other_life = self.lives[f] != life;
+        self.lives[f] = life;
+        self.lives_known[f] = true;
+        if other_life
+            && self
+                .sync
+                .as_ref()
+                .is_some_and(|s| !s.snapped.contains(&from))
+        {
+            // A syncing shard may hold entries of the previous life from other shards'
+            // snapshots: they go (it has no sessions, so nothing else is affected).
+            self.forget_shard(from);
+        }
         self.joiners_seen.retain(|s| *s != from);
         self.joiners_seen.push(from);
         self.join_queue.retain(|j| j.0 != from);
@@ -172,6 +278,7 @@ impl Shard {
             }
             _ => self.serve(from, round),
         }
+        self.check_views();
     }
 
     /// Sends `from` the snapshot of the keys this shard owns and counts it as live.
@@ -224,6 +331,7 @@ impl Shard {
             dead: (0..self.count)
                 .filter(|s| !self.live[usize::from(*s)])
                 .collect(),
+            lives: self.lives.clone(),
             ..Snapshot::default()
         };
         for (ri, r) in self.realms.iter().enumerate() {
@@ -273,30 +381,50 @@ impl Shard {
     }
 
     pub(super) fn apply_snapshot(&mut self, from: u16, snap: Snapshot) {
+        let mine = snap.lives.get(usize::from(self.index)) == Some(&self.life_of(self.index));
         let Some(sync) = &mut self.sync else {
             return;
         };
-        if snap.round != sync.round || sync.blocked_on.is_some() {
-            // A snapshot of an abandoned attempt.
+        if snap.round != sync.round || sync.blocked_on.is_some() || !mine {
+            // A snapshot of an abandoned attempt, or one meant for a previous life.
             return;
         }
         let initial = snap.resync.is_none();
-        // The sender knew of these deaths when it took the snapshot: its later changes
-        // name only later lives.
-        let sender = from;
-        self.stale_from
-            .retain(|p| !(p.0 == sender && snap.dead.contains(&p.1)));
-        let Some(sync) = &mut self.sync else {
-            return;
-        };
         if let Some(dead) = snap.resync {
+            if !sync.snapped.contains(&from) {
+                // A resync answer racing a withdrawn server's state: its initial
+                // snapshot is what counts.
+                return;
+            }
             sync.resync_wait.retain(|w| *w != (from, dead));
         } else if sync.waiting.contains(&from) {
             sync.snapped.push(from);
         } else {
             return;
         }
-        for (realm, uri, policy, id, shards) in snap.interest {
+        sync.views.retain(|v| v.0 != from);
+        sync.views
+            .push((from, snap.dead.clone(), snap.lives.clone()));
+        // Entries naming a shard are about the life the sender knew: one this shard
+        // knows dead, or knows another life of, is left out. A life learnt from nobody
+        // else is adopted.
+        for (i, l) in snap.lives.iter().enumerate() {
+            if i < self.lives.len() && !self.lives_known[i] {
+                self.lives[i] = *l;
+            }
+        }
+        let keep = |s: u16| {
+            let i = usize::from(s);
+            self.live.get(i).is_some_and(|l| *l) && snap.lives.get(i) == self.lives.get(i)
+        };
+        let keep: Vec<bool> = (0..self.count).map(keep).collect();
+        let kept = |s: &u16| keep.get(usize::from(*s)).is_some_and(|k| *k);
+        for (realm, uri, policy, id, mut shards) in snap.interest {
+            let before = shards.len();
+            shards.retain(kept);
+            if shards.is_empty() && before > 0 {
+                continue;
+            }
             let Some(r) = self.realms.get_mut(usize::from(realm)) else {
                 continue;
             };
@@ -306,7 +434,12 @@ impl Shard {
                 .insert(&uri, policy, Interest::new(id, shards));
             r.broker.by_id.insert(id, (uri, policy));
         }
-        for (realm, uri, policy, invoke, id, callees) in snap.registrations {
+        for (realm, uri, policy, invoke, id, mut callees) in snap.registrations {
+            let before = callees.len();
+            callees.retain(|c| kept(&c.0));
+            if callees.is_empty() && before > 0 {
+                continue;
+            }
             let Some(r) = self.realms.get_mut(usize::from(realm)) else {
                 continue;
             };
@@ -328,10 +461,52 @@ impl Shard {
             }
         }
         if initial {
-            self.snapshot_arrived(from);
-        } else {
-            self.check_synced();
+            if let Some(sync) = &mut self.sync {
+                sync.waiting.retain(|s| *s != from);
+            }
         }
+        // Resyncs first: the shard must not open before asking for them.
+        self.check_views();
+    }
+
+    /// Asks every server whose snapshot counted live a shard that this shard knows dead,
+    /// withdrawn or in another life for a [`PeerMsg::Resync`] about it (its snapshot may
+    /// lack the keys it thought that shard owned), and stops waiting for resyncs whose
+    /// reason went away (the shard turned out live in the life the server knew).
+    fn check_views(&mut self) {
+        let Some(sync) = &self.sync else {
+            return;
+        };
+        if sync.blocked_on.is_some() {
+            return;
+        }
+        let round = sync.round;
+        let mut want = Vec::new();
+        for (server, dead, lives) in &sync.views {
+            for s in 0..self.count {
+                let i = usize::from(s);
+                if s == self.index || s == *server || dead.contains(&s) {
+                    continue;
+                }
+                let other_life = self.lives_known[i] && lives.get(i) != self.lives.get(i);
+                if !self.live[i] || other_life {
+                    want.push((*server, s));
+                }
+            }
+        }
+        let Some(sync) = &mut self.sync else {
+            return;
+        };
+        sync.resync_wait.retain(|w| want.contains(w));
+        let new: Vec<(u16, u16)> = want
+            .into_iter()
+            .filter(|w| !sync.resync_wait.contains(w))
+            .collect();
+        sync.resync_wait.extend(new.iter().copied());
+        for (server, dead) in new {
+            self.send_raw(server, &PeerMsg::Resync { round, dead });
+        }
+        self.check_synced();
     }
 
     /// `from` answered, gave up or died: when nothing is left to wait for, open for
@@ -371,8 +546,8 @@ impl Shard {
                 bytes: ready.clone(),
             });
         }
-        for (from, origin, hops, msg) in sync.deferred {
-            self.request(from, origin, hops, msg);
+        for (from, origin, life, hops, msg) in sync.deferred {
+            self.request(from, origin, life, hops, msg);
         }
         for (conn, hello) in sync.parked {
             if self.sessions.contains_key(&conn) {
@@ -418,15 +593,15 @@ impl Shard {
         // Joiners queued here no longer wait for this shard (they got the Withdraw).
         self.join_queue.clear();
         self.realms = Self::fresh_realms(&self.config);
-        for (from, origin, hops, msg) in deferred {
-            self.bounce(from, origin, hops, msg);
+        for (from, origin, life, hops, msg) in deferred {
+            self.bounce(from, origin, life, hops, msg);
         }
     }
 
     /// A request this shard will not decide: the requester re-sends subscribe and
     /// register requests itself (it counts this shard as gone); a shard that handed a
     /// request on handles it again; unsubscribe and unregister requests go back.
-    fn bounce(&mut self, from: u16, origin: u16, hops: u8, msg: PeerMsg) {
+    fn bounce(&mut self, from: u16, origin: u16, life: u64, hops: u8, msg: PeerMsg) {
         let own = matches!(
             msg,
             PeerMsg::UnsubscribeRequest { .. } | PeerMsg::UnregisterRequest { .. }
@@ -436,6 +611,7 @@ impl Shard {
                 from,
                 &PeerMsg::Forward {
                     origin,
+                    life,
                     hops,
                     msg: Box::new(msg),
                 },
@@ -451,6 +627,12 @@ impl Shard {
         self.join_queue.retain(|j| j.0 != from);
         if self.live[usize::from(from)] {
             self.shard_down(now, from, false);
+        }
+        if self.sync.is_none() {
+            // It may have given up in favour of this shard on another server's word
+            // that this shard was still joining; this shard's own `Ready` may have
+            // gone to its previous life.
+            self.send_raw(from, &PeerMsg::Ready);
         }
         self.snapshot_arrived(from);
         self.serve_next();
@@ -470,6 +652,7 @@ impl Shard {
                 self.start_round();
             }
         }
+        self.check_views();
         self.serve_next();
     }
 
@@ -491,19 +674,10 @@ impl Shard {
         // A joiner's servers may have left out the keys the dead shard owned.
         if let Some(sync) = &mut self.sync {
             sync.resync_wait.retain(|w| w.0 != shard);
-            if was_live && real && sync.blocked_on.is_none() {
-                let round = sync.round;
-                let servers: Vec<u16> = (0..self.count)
-                    .filter(|s| *s != self.index && *s != shard && self.live[usize::from(*s)])
-                    .collect();
-                for s in servers {
-                    if let Some(sync) = &mut self.sync {
-                        sync.resync_wait.push((s, shard));
-                    }
-                    self.send_raw(s, &PeerMsg::Resync { round, dead: shard });
-                }
-            }
+            sync.views.retain(|v| v.0 != shard);
         }
+        let _ = (was_live, real);
+        self.check_views();
         self.join_queue.retain(|j| j.0 != shard);
         if self.serving == Some(shard) {
             self.serving = None;
@@ -513,8 +687,8 @@ impl Shard {
             .into_iter()
             .partition(|f| f.0 == shard);
         self.forwarded = keep;
-        for (_, origin, hops, msg) in again {
-            self.request(origin, origin, hops, msg);
+        for (_, origin, life, hops, msg) in again {
+            self.request(origin, origin, life, hops, msg);
         }
         if let Some(sync) = &mut self.sync {
             sync.ready_seen.retain(|s| *s != shard);
@@ -551,6 +725,7 @@ impl Shard {
         &mut self,
         from: u16,
         origin: u16,
+        life: u64,
         hops: u8,
         msg: PeerMsg,
     ) -> Option<PeerMsg> {
@@ -558,9 +733,9 @@ impl Shard {
             return Some(msg);
         };
         if sync.blocked_on.is_some() {
-            self.bounce(from, origin, hops, msg);
+            self.bounce(from, origin, life, hops, msg);
         } else {
-            sync.deferred.push((from, origin, hops, msg));
+            sync.deferred.push((from, origin, life, hops, msg));
         }
         None
     }

@@ -257,6 +257,15 @@ pub struct Shard {
     /// Recent authentication failures per peer address.
     throttle: auth::throttle::Throttle,
     now: Time,
+    /// Each shard's life as this shard knows it (its own included): 0 for the router's
+    /// first start, drawn at random by each restarted shard and announced in its `Join`.
+    /// Changes naming a shard carry the life they are about, so a change about a previous
+    /// life is recognised and dropped wherever and whenever it arrives.
+    lives: Vec<u64>,
+    /// Which entries of `lives` this shard learnt from the shard itself (its `Join`) or
+    /// from the start (every shard but a restarted one starts knowing all lives are 0);
+    /// the others were adopted from a snapshot.
+    lives_known: Vec<bool>,
     /// Set while a rejoining shard waits for the replicated state.
     sync: Option<Box<membership::Sync>>,
     /// The joiner this shard has sent its snapshot to and whose `Ready` it awaits.
@@ -265,19 +274,24 @@ pub struct Shard {
     join_queue: Vec<(u16, u32)>,
     /// Every shard that sent a `Join` (they hear of this shard's readiness).
     joiners_seen: Vec<u16>,
-    /// Requests handed on to the joiner being served: (to, origin, hops, request), handled
-    /// again if it gives up or dies. Bounded by the other shards' request limits.
-    forwarded: Vec<(u16, u16, u8, PeerMsg)>,
+    /// Requests handed on to another shard: (to, origin, origin's life, hops, request),
+    /// handled again if that shard gives up or dies before its decision (the owner's
+    /// broadcast naming the origin's token or key) arrives here: the origin may have
+    /// learnt that death before it sent the request, and so will not send it again.
+    /// Bounded by [`Limits::in_flight_peer_requests`] (the oldest entry goes first: a
+    /// register rejection reaches only its requester, so such entries are not cleared).
+    forwarded: Vec<(u16, u16, u64, u8, PeerMsg)>,
+    /// Unsubscribe and unregister requests this shard sent to another shard whose
+    /// owner's decision (the `InterestRemove` / `RegisterRemove` naming this shard) has
+    /// not come back: (shard sent to, request, key of an unregister). Re-sent to the new
+    /// owner when that shard dies first. Bounded by the sessions' subscription and
+    /// registration limits (one entry per key this shard gives up).
+    removals: Vec<(u16, PeerMsg, Option<Key>)>,
     /// Which shards were live when this shard served its current joiner (cleared per
     /// shard as deaths are learnt): a resync about one still set waits for its death.
     served_live: Vec<bool>,
     /// Resync requests waiting for this shard to learn a death: (joiner, round, dead).
     resync_deferred: Vec<(u16, u32, u16)>,
-    /// (sender, dead shard): the sender has not said it learnt the death (`Gone`), so
-    /// changes it sends naming the shard may be about its previous life and are dropped.
-    stale_from: Vec<(u16, u16)>,
-    /// (sender, dead shard): `Gone` received before this shard learnt the death.
-    early_gone: Vec<(u16, u16)>,
     /// Wall-clock microseconds since the Unix epoch at `Time(0)`, if the caller said
     /// ([`Shard::set_wall_clock`]): meta answers then carry `created` timestamps.
     wall_base: Option<u64>,
@@ -311,6 +325,9 @@ struct RealmState {
     permissions: Vec<Matcher<Permission>>,
 }
 
+/// A subscription or registration key: pattern and match policy.
+type Key = (String, MatchPolicy);
+
 /// A control-plane request this shard waits on.
 #[derive(Debug)]
 enum Pending {
@@ -335,6 +352,8 @@ impl Shard {
             count,
             rng: SplitMix64::new(config.seed),
             live: vec![true; usize::from(count)],
+            lives: vec![0; usize::from(count)],
+            lives_known: vec![true; usize::from(count)],
             config: config.router,
             sessions: Map::default(),
             by_id: Map::default(),
@@ -355,10 +374,9 @@ impl Shard {
             join_queue: Vec::new(),
             joiners_seen: Vec::new(),
             forwarded: Vec::new(),
+            removals: Vec::new(),
             served_live: Vec::new(),
             resync_deferred: Vec::new(),
-            stale_from: Vec::new(),
-            early_gone: Vec::new(),
             wall_base: None,
             session_created: Map::default(),
             sub_created: Map::default(),
@@ -501,25 +519,10 @@ impl Shard {
         let slot = &mut self.live[usize::from(shard)];
         let was_live = *slot;
         *slot = false;
-        // Its own messages have all arrived (links are FIFO): nothing of it is stale.
-        self.stale_from.retain(|p| p.0 != shard);
-        self.early_gone.retain(|p| p.0 != shard);
-        if was_live && real {
-            self.broadcast(&PeerMsg::Gone { shard });
-        }
-        // A syncing shard cannot match its senders' `Gone`s (those of deaths before it
-        // started never reach it): it relies on the round filter and on snapshots instead.
-        if was_live && real && self.sync.is_none() {
-            for o in 0..self.count {
-                if o == self.index || o == shard || !self.live[usize::from(o)] {
-                    continue;
-                }
-                if let Some(i) = self.early_gone.iter().position(|p| *p == (o, shard)) {
-                    self.early_gone.remove(i);
-                } else if !self.stale_from.contains(&(o, shard)) {
-                    self.stale_from.push((o, shard));
-                }
-            }
+        if real {
+            // Before the subscribe and register requests are re-sent: a key given up and
+            // taken again is removed, then added, in that order.
+            self.resend_removals(shard);
         }
         if was_live {
             self.broker_shard_down(shard);
@@ -631,37 +634,41 @@ impl Shard {
             return;
         }
         match msg {
-            PeerMsg::Join { round } => self.handle_join(self.now, from, round),
+            PeerMsg::Join { round, life } => self.handle_join(self.now, from, round, life),
             PeerMsg::Snapshot(s) => self.apply_snapshot(from, *s),
             PeerMsg::Busy { joiner, round } => self.handle_busy(joiner, round),
             PeerMsg::Withdraw => self.handle_cancel(self.now, from),
             PeerMsg::Ready => self.handle_ready(from),
             PeerMsg::Resync { round, dead } => self.handle_resync(from, round, dead),
-            PeerMsg::Gone { shard } => {
-                if let Some(i) = self.stale_from.iter().position(|p| *p == (from, shard)) {
-                    self.stale_from.remove(i);
-                } else if self.live.get(usize::from(shard)).is_some_and(|l| *l) {
-                    self.early_gone.push((from, shard));
-                }
-            }
-            PeerMsg::Forward { origin, hops, msg } => self.request(from, origin, hops, *msg),
+            PeerMsg::Forward {
+                origin,
+                life,
+                hops,
+                msg,
+            } => self.request(from, origin, life, hops, *msg),
             m @ (PeerMsg::SubscribeRequest { .. }
             | PeerMsg::UnsubscribeRequest { .. }
             | PeerMsg::RegisterRequest { .. }
-            | PeerMsg::UnregisterRequest { .. }) => self.request(from, from, 0, m),
+            | PeerMsg::UnregisterRequest { .. }) => {
+                // Links are FIFO and a shard's lives follow each other on them: a request
+                // straight from its maker is from the life this shard knows.
+                let life = self.life_of(from);
+                self.request(from, from, life, 0, m);
+            }
             PeerMsg::InterestAdd {
                 realm,
                 uri,
                 policy,
                 subscription,
                 shard,
+                life,
                 requester,
                 token,
             } => {
-                // A change for a shard this one already knows dead comes from its
-                // previous life (the owner sent it before it learnt the death) and would
-                // leave interest nobody removes.
-                if self.current(from, shard) {
+                self.forward_decided(requester, Some(token), None);
+                // A change about a previous life of `shard` (the owner sent it before it
+                // learnt the death) would leave interest nobody removes.
+                if self.current(shard, life) {
                     self.apply_interest_add(
                         realm,
                         &uri,
@@ -681,6 +688,15 @@ impl Shard {
                 policy,
                 shard,
             } => {
+                if shard == self.index {
+                    self.removal_decided(realm, &uri, policy);
+                }
+                let key = PeerMsg::UnsubscribeRequest {
+                    realm,
+                    uri: uri.clone(),
+                    policy,
+                };
+                self.forward_decided(shard, None, Some(&key));
                 self.apply_interest_remove(realm, &uri, policy, shard);
             }
             PeerMsg::Publish(p) => self.deliver_publication(&p, None),
@@ -698,12 +714,14 @@ impl Shard {
                 invoke,
                 registration,
                 shard,
+                life,
                 session,
                 requester,
                 token,
             } => {
+                self.forward_decided(requester, Some(token), None);
                 // As for InterestAdd: a callee of a previous life is not added.
-                if self.current(from, shard) {
+                if self.current(shard, life) {
                     self.apply_register_add(
                         realm,
                         &uri,
@@ -723,6 +741,15 @@ impl Shard {
                 shard,
                 session,
             } => {
+                if shard == self.index {
+                    self.unregister_decided(realm, registration, session);
+                }
+                let key = PeerMsg::UnregisterRequest {
+                    realm,
+                    registration,
+                    session,
+                };
+                self.forward_decided(shard, None, Some(&key));
                 self.apply_register_remove(realm, registration, shard, session);
             }
             PeerMsg::Invoke(i) => self.peer_invoke(from, *i),
@@ -750,29 +777,37 @@ impl Shard {
         }
     }
 
-    /// Whether a change `from` sent naming `shard` is about its current life: `shard` is
-    /// live and `from` has said it learnt of every death of `shard` this shard knows.
-    fn current(&self, from: u16, shard: u16) -> bool {
+    /// Whether a change naming `life` of `shard` is about its current life: `shard` is
+    /// live and `life` is the life this shard knows.
+    fn current(&self, shard: u16, life: u64) -> bool {
         self.live.get(usize::from(shard)).is_some_and(|l| *l)
-            && !self.stale_from.contains(&(from, shard))
+            && self.lives.get(usize::from(shard)) == Some(&life)
+    }
+
+    /// The life of `shard` as this shard knows it.
+    fn life_of(&self, shard: u16) -> u64 {
+        self.lives.get(usize::from(shard)).copied().unwrap_or(0)
     }
 
     /// An owner request made by `origin` (handed over by `from`, `hops` times): deferred
     /// while the replica is incomplete, handed on when another shard owns the key in this
     /// shard's view (see the `membership` module), decided here otherwise.
-    fn request(&mut self, from: u16, origin: u16, hops: u8, msg: PeerMsg) {
-        let Some(msg) = self.defer(from, origin, hops, msg) else {
+    fn request(&mut self, from: u16, origin: u16, life: u64, hops: u8, msg: PeerMsg) {
+        let Some(msg) = self.defer(from, origin, life, hops, msg) else {
             return;
         };
         if let Some(owner) = self.request_owner(&msg) {
             if owner != self.index && hops < u8::try_from(self.count).unwrap_or(u8::MAX) {
-                if self.serving == Some(owner) {
-                    self.forwarded.push((owner, origin, hops + 1, msg.clone()));
+                if self.forwarded.len() >= self.config.limits.in_flight_peer_requests.max(1) {
+                    self.forwarded.remove(0);
                 }
+                self.forwarded
+                    .push((owner, origin, life, hops + 1, msg.clone()));
                 self.send_peer(
                     owner,
                     PeerMsg::Forward {
                         origin,
+                        life,
                         hops: hops + 1,
                         msg: Box::new(msg),
                     },
@@ -786,7 +821,11 @@ impl Shard {
                 realm,
                 uri,
                 policy,
-            } => self.owner_subscribe(origin, token, realm, uri, policy),
+            } => self.owner_subscribe(origin, life, token, realm, uri, policy),
+            // A previous life's removal must not touch the current life's entries (its
+            // own were dropped when the death was learnt).
+            PeerMsg::UnsubscribeRequest { .. } | PeerMsg::UnregisterRequest { .. }
+                if life != self.life_of(origin) => {}
             PeerMsg::UnsubscribeRequest { realm, uri, policy } => {
                 self.owner_unsubscribe(origin, realm, uri, policy)
             }
@@ -797,7 +836,7 @@ impl Shard {
                 policy,
                 invoke,
                 session,
-            } => self.owner_register(origin, token, realm, uri, policy, invoke, session),
+            } => self.owner_register(origin, life, token, realm, uri, policy, invoke, session),
             PeerMsg::UnregisterRequest {
                 realm,
                 registration,
@@ -831,6 +870,78 @@ impl Shard {
                 Some(self.owner(*realm, &g.uri, g.policy))
             }
             _ => None,
+        }
+    }
+
+    /// Sends an unsubscribe or unregister request to `to` (the key's owner in this
+    /// shard's view) and remembers it until the decision comes back, so that it is
+    /// re-sent if `to` dies first. `key` is an unregister's (pattern, policy).
+    fn send_removal(&mut self, to: u16, msg: PeerMsg, key: Option<Key>) {
+        if to != self.index {
+            self.removals.push((to, msg.clone(), key));
+        }
+        self.send_peer(to, msg);
+    }
+
+    /// An owner decided a request of `origin` (by token, or a removal equal to `removal`):
+    /// a copy this shard handed on is done.
+    fn forward_decided(&mut self, origin: u16, token: Option<u64>, removal: Option<&PeerMsg>) {
+        if self.forwarded.is_empty() {
+            return;
+        }
+        self.forwarded.retain(|f| {
+            if f.1 != origin {
+                return true;
+            }
+            let t = match &f.4 {
+                PeerMsg::SubscribeRequest { token, .. }
+                | PeerMsg::RegisterRequest { token, .. } => Some(*token),
+                _ => None,
+            };
+            let done = match (token, removal) {
+                (Some(k), _) => t == Some(k),
+                (None, Some(r)) => f.4 == *r,
+                (None, None) => false,
+            };
+            !done
+        });
+    }
+
+    /// The owner decided this shard's unsubscribe of a key.
+    fn removal_decided(&mut self, realm: u16, uri: &str, policy: MatchPolicy) {
+        self.removals.retain(|r| {
+            !matches!(&r.1, PeerMsg::UnsubscribeRequest { realm: a, uri: u, policy: p }
+                if *a == realm && u == uri && *p == policy)
+        });
+    }
+
+    /// The owner decided this shard's unregister of a callee.
+    fn unregister_decided(&mut self, realm: u16, registration: Id, session: Id) {
+        self.removals.retain(|r| {
+            !matches!(&r.1, PeerMsg::UnregisterRequest { realm: a, registration: g, session: s }
+                if *a == realm && *g == registration && *s == session)
+        });
+    }
+
+    /// `dead` died: the removal requests sent to it go to the new owners.
+    fn resend_removals(&mut self, dead: u16) {
+        let (again, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removals)
+            .into_iter()
+            .partition(|r| r.0 == dead);
+        self.removals = keep;
+        for (_, msg, key) in again {
+            let owner = match (&msg, &key) {
+                (PeerMsg::UnsubscribeRequest { realm, uri, policy }, _) => {
+                    self.owner(*realm, uri, *policy)
+                }
+                (PeerMsg::UnregisterRequest { realm, .. }, Some((uri, policy))) => {
+                    self.owner(*realm, uri, *policy)
+                }
+                // Without its key the request is decided here: any shard can broadcast
+                // the removal of this shard's own callee.
+                _ => self.index,
+            };
+            self.send_removal(owner, msg, key);
         }
     }
 

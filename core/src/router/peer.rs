@@ -23,7 +23,7 @@ use crate::message::{CancelMode, Dict, InvokePolicy, Payload, Ppt, Value};
 use crate::uri::MatchPolicy;
 
 /// The encoding's version, the first byte of every message.
-pub const VERSION: u8 = 0x04;
+pub const VERSION: u8 = 0x05;
 
 /// The deepest nesting of a dictionary value in a peer message.
 const MAX_DEPTH: usize = 64;
@@ -56,6 +56,9 @@ pub enum PeerMsg {
         subscription: Id,
         /// The shard gaining interest.
         shard: u16,
+        /// The life of `shard` the change is about (see [`PeerMsg::Join`]): a receiver
+        /// that knows another life of it drops the change.
+        life: u64,
         /// The shard that asked (and waits for acknowledgements).
         requester: u16,
         /// The requester's token.
@@ -140,6 +143,8 @@ pub enum PeerMsg {
         registration: Id,
         /// The callee's shard.
         shard: u16,
+        /// The life of `shard` the change is about (see [`PeerMsg::Join`]).
+        life: u64,
         /// The callee session.
         session: Id,
         /// The shard that asked.
@@ -228,6 +233,10 @@ pub enum PeerMsg {
     Join {
         /// The joiner's attempt number (it answers only snapshots of its current attempt).
         round: u32,
+        /// The joiner's life: 0 for a shard of the router's first start, a number drawn
+        /// at random for each restart. Changes naming a shard carry the life they are
+        /// about, so that one about a previous life is recognised wherever it arrives.
+        life: u64,
     },
     /// The entries the sender owned (under the membership without the joining shard).
     Snapshot(Box<Snapshot>),
@@ -254,18 +263,14 @@ pub enum PeerMsg {
         /// The dead shard.
         dead: u16,
     },
-    /// The sender learnt of `shard`'s death: what it sends from now on names only the
-    /// shard's later lives (a receiver drops changes naming `shard` that the sender sent
-    /// before this, when it learnt the death first).
-    Gone {
-        /// The dead shard.
-        shard: u16,
-    },
     /// A request handed on by a shard that is not (or no longer) the key's owner, to be
     /// decided as if `origin` had sent it.
     Forward {
         /// The shard that made the request.
         origin: u16,
+        /// The life of `origin` that made it (a request of a previous life is not
+        /// decided for the current one).
+        life: u64,
         /// How many times it was handed on (bounded by the shard count).
         hops: u8,
         /// The request (never a `Forward`).
@@ -296,6 +301,9 @@ pub struct Snapshot {
     pub retained: Vec<Publication>,
     /// The shards the sender counted as dead when it took the snapshot.
     pub dead: Vec<u16>,
+    /// The life of every shard (by index) as the sender knew it: the entries naming a
+    /// shard are about that life.
+    pub lives: Vec<u64>,
 }
 
 /// What a meta query asks of a shard's local sessions.
@@ -562,7 +570,6 @@ mod tag {
     pub(super) const READY: u8 = 0x34;
     pub(super) const FORWARD: u8 = 0x35;
     pub(super) const RESYNC: u8 = 0x36;
-    pub(super) const GONE: u8 = 0x37;
 }
 
 impl PeerMsg {
@@ -589,6 +596,7 @@ impl PeerMsg {
                 policy,
                 subscription,
                 shard,
+                life,
                 requester,
                 token,
             } => {
@@ -598,6 +606,7 @@ impl PeerMsg {
                 w.policy(*policy);
                 w.id(*subscription);
                 w.u16(*shard);
+                w.u64(*life);
                 w.u16(*requester);
                 w.u64(*token);
             }
@@ -668,6 +677,7 @@ impl PeerMsg {
                 invoke,
                 registration,
                 shard,
+                life,
                 session,
                 requester,
                 token,
@@ -679,6 +689,7 @@ impl PeerMsg {
                 w.invoke(*invoke);
                 w.id(*registration);
                 w.u16(*shard);
+                w.u64(*life);
                 w.id(*session);
                 w.u16(*requester);
                 w.u64(*token);
@@ -849,9 +860,10 @@ impl PeerMsg {
                 w.str(authrole);
                 w.u64(*ttl_ms);
             }
-            Self::Join { round } => {
+            Self::Join { round, life } => {
                 w.u8(tag::JOIN);
                 w.u32(*round);
+                w.u64(*life);
             }
             Self::Busy { joiner, round } => {
                 w.u8(tag::BUSY);
@@ -865,13 +877,15 @@ impl PeerMsg {
                 w.u32(*round);
                 w.u16(*dead);
             }
-            Self::Gone { shard } => {
-                w.u8(tag::GONE);
-                w.u16(*shard);
-            }
-            Self::Forward { origin, hops, msg } => {
+            Self::Forward {
+                origin,
+                life,
+                hops,
+                msg,
+            } => {
                 w.u8(tag::FORWARD);
                 w.u16(*origin);
+                w.u64(*life);
                 w.u8(*hops);
                 let mut inner = Vec::new();
                 msg.encode(&mut inner);
@@ -919,6 +933,10 @@ impl PeerMsg {
                 for d in &s.dead {
                     w.u16(*d);
                 }
+                w.len(s.lives.len());
+                for l in &s.lives {
+                    w.u64(*l);
+                }
             }
         }
     }
@@ -960,6 +978,7 @@ impl PeerMsg {
                 policy: r.policy()?,
                 subscription: r.id("subscription")?,
                 shard: r.u16()?,
+                life: r.u64()?,
                 requester: r.u16()?,
                 token: r.u64()?,
             },
@@ -999,6 +1018,7 @@ impl PeerMsg {
                 invoke: r.invoke()?,
                 registration: r.id("registration")?,
                 shard: r.u16()?,
+                life: r.u64()?,
                 session: r.id("session")?,
                 requester: r.u16()?,
                 token: r.u64()?,
@@ -1118,7 +1138,10 @@ impl PeerMsg {
                 authrole: r.str()?,
                 ttl_ms: r.u64()?,
             },
-            tag::JOIN => Self::Join { round: r.u32()? },
+            tag::JOIN => Self::Join {
+                round: r.u32()?,
+                life: r.u64()?,
+            },
             tag::BUSY => Self::Busy {
                 joiner: r.u16()?,
                 round: r.u32()?,
@@ -1129,15 +1152,15 @@ impl PeerMsg {
                 round: r.u32()?,
                 dead: r.u16()?,
             },
-            tag::GONE => Self::Gone { shard: r.u16()? },
             tag::FORWARD => {
-                let (origin, hops) = (r.u16()?, r.u8()?);
+                let (origin, life, hops) = (r.u16()?, r.u64()?, r.u8()?);
                 let msg = Self::decode(r.bytes()?)?;
                 if matches!(msg, Self::Forward { .. }) {
                     return Err(PeerError::BadField("forward"));
                 }
                 Self::Forward {
                     origin,
+                    life,
                     hops,
                     msg: Box::new(msg),
                 }
@@ -1177,6 +1200,9 @@ impl PeerMsg {
                 }
                 for _ in 0..r.len()? {
                     s.dead.push(r.u16()?);
+                }
+                for _ in 0..r.len()? {
+                    s.lives.push(r.u64()?);
                 }
                 Self::Snapshot(Box::new(s))
             }
@@ -1560,6 +1586,7 @@ mod tests {
                 policy: MatchPolicy::Wildcard,
                 subscription: id(77),
                 shard: 3,
+                life: 9,
                 requester: 2,
                 token: 5,
             },
@@ -1632,6 +1659,7 @@ mod tests {
                 invoke: InvokePolicy::Last,
                 registration: id(8),
                 shard: 1,
+                life: u64::MAX,
                 session: id(3),
                 requester: 1,
                 token: 1,
@@ -1738,7 +1766,10 @@ mod tests {
                     reason: None,
                 },
             },
-            PeerMsg::Join { round: 7 },
+            PeerMsg::Join {
+                round: 7,
+                life: 0x1234_5678_9abc,
+            },
             PeerMsg::Busy {
                 joiner: 3,
                 round: 2,
@@ -1746,9 +1777,9 @@ mod tests {
             PeerMsg::Withdraw,
             PeerMsg::Ready,
             PeerMsg::Resync { round: 4, dead: 1 },
-            PeerMsg::Gone { shard: 3 },
             PeerMsg::Forward {
                 origin: 2,
+                life: 42,
                 hops: 1,
                 msg: Box::new(PeerMsg::UnsubscribeRequest {
                     realm: 0,
@@ -1770,6 +1801,7 @@ mod tests {
                 )],
                 retained: vec![],
                 dead: vec![1, 3],
+                lives: vec![0, 77, u64::MAX, 5],
             })),
             PeerMsg::MetaReply {
                 token: 4,

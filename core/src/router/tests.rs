@@ -1291,3 +1291,67 @@ fn meta_remove_subscriber_and_callee() {
 
 #[path = "tests_dynamic.rs"]
 mod dynamic;
+
+/// An UNSUBSCRIBE and an UNREGISTER whose requests to the key's owner are still on the
+/// link when the owner dies: the requester sends them again to the new owner, so no
+/// shard keeps the interest or the callee (before, only subscribe and register requests
+/// were sent again and the other shards kept both until the requester's shard died).
+#[test]
+fn removals_in_flight_to_a_dying_owner_are_sent_again() {
+    let mut w = World::new(3);
+    let topic = w.uri_owned_by(2, MatchPolicy::Exact);
+    let procedure = format!("{topic}.proc");
+    let procedure = (0..)
+        .map(|i| format!("{procedure}{i}"))
+        .find(|u| w.shards[0].owner(0, u, MatchPolicy::Exact) == 2)
+        .unwrap();
+    w.join(0, 1, RPC);
+    w.join(0, 2, PUBSUB);
+    w.join(1, 3, RPC);
+    w.send(2, &format!(r#"[32,1,{{}},"{topic}"]"#));
+    let sub = subscribed(&w.take(2)[0]);
+    w.send(1, &format!(r#"[64,1,{{}},"{procedure}"]"#));
+    let reg: u64 = serde_json::from_str::<serde_json::Value>(&w.take(1)[0]).unwrap()[2]
+        .as_u64()
+        .unwrap();
+    let lookup = |w: &mut World, what: &str, uri: &str, request: u64| {
+        w.send(
+            3,
+            &format!(r#"[48,{request},{{}},"wamp.{what}.lookup",["{uri}"]]"#),
+        );
+        w.take(3)
+    };
+    assert_eq!(
+        lookup(&mut w, "subscription", &topic, 10),
+        [format!("[50,10,{{}},[{sub}]]")]
+    );
+    assert_eq!(
+        lookup(&mut w, "registration", &procedure, 11),
+        [format!("[50,11,{{}},[{reg}]]")]
+    );
+    // Both requests leave shard 0 for the owner, shard 2, which dies before reading them.
+    w.send_held(2, &format!(r#"[34,2,{sub}]"#));
+    w.send_held(1, &format!(r#"[66,2,{reg}]"#));
+    assert_eq!(w.take(2), [r#"[35,2]"#]);
+    assert_eq!(w.take(1), [r#"[67,2]"#]);
+    assert!(w.links.iter().any(|l| l.0 == 0 && l.1 == 2));
+    w.links.retain(|l| l.0 != 2 && l.1 != 2);
+    for s in 0..2 {
+        w.shards[s].handle_shard_down(w.now, 2);
+    }
+    w.run();
+    assert_eq!(
+        lookup(&mut w, "subscription", &topic, 12),
+        ["[50,12,{},[null]]"]
+    );
+    assert_eq!(
+        lookup(&mut w, "registration", &procedure, 13),
+        ["[50,13,{},[null]]"]
+    );
+    // The call finds no callee on shard 1's replica either.
+    w.send(3, &format!(r#"[48,14,{{}},"{procedure}",[]]"#));
+    assert_eq!(
+        w.take(3),
+        [r#"[8,48,14,{},"wamp.error.no_such_procedure"]"#]
+    );
+}
