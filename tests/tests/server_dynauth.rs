@@ -15,13 +15,21 @@
 //! authenticated by ticket, lets a reconnect presenting it join as that principal offering
 //! only `cookie`, ignores a forged one and refuses it once expired.
 //!
-//! What it does not cover: RawSocket and Autobahn|JS (the same core paths), cookies across
-//! worker processes.
+//! Every dynamic method on WebSocket and RawSocket (`dynauth2_checks.py` with
+//! Autobahn|Python, `dynauth_checks.js` with Autobahn|JS): `anonymous`, `ticket`, `wampcra`
+//! (plain and salted: the authenticator returns the secret) and `cryptosign` (it returns the
+//! public key) admit the right client and refuse a wrong secret, key or authid; a
+//! cryptosign client asking for a channel binding is refused before the authenticator is
+//! asked; a static principal whose role the realm lacks gets ABORT `no_such_role`.
+//! Autobahn|JS has no WAMP-SCRAM, and nobody has dynamic SCRAM.
+//!
+//! What it does not cover: the failure throttle for dynamic failures end to end (the core
+//! tests in `router/tests_dynamic.rs` do; here the throttle is set out of the way).
 
 use std::process::Command;
 
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, python, workspace_root, ClientRun, Node};
+use switchyard_tests::{free_port, node_js, python, workspace_root, ClientRun, Node};
 
 fn cookie_config(port: u16) -> Value {
     let mut c = config(port);
@@ -132,4 +140,105 @@ fn a_cookie_survives_a_reconnect_and_expires() {
             "cookie-expired"
         ]
     );
+}
+
+/// Ports: component WebSocket, dynamic WebSocket, dynamic RawSocket.
+fn every_method_config(ports: [u16; 3]) -> Value {
+    let all = json!({"call": true, "register": true, "publish": true, "subscribe": true});
+    let dynamic = json!({"type": "dynamic", "authenticator": "com.example.authenticate"});
+    let auth = json!({
+        "anonymous": dynamic, "ticket": dynamic, "wampcra": dynamic, "cryptosign": dynamic
+    });
+    let endpoint = |port: u16| json!({"type": "tcp", "port": port, "interface": "127.0.0.1"});
+    json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            // Many refusals from one address: the throttle is not what is tested here.
+            "options": {"dynamic_auth_timeout": 3000, "auth": {"free_failures": 1000}},
+            "realms": [{"name": "realm1", "roles": [
+                {"name": "backend", "permissions": [{"uri": "", "match": "prefix", "allow": all}]},
+                {"name": "user", "permissions": [{"uri": "com.example.", "match": "prefix", "allow": all}]},
+                {"name": "guest", "permissions": [{"uri": "com.example.", "match": "prefix", "allow": all}]}
+            ]}],
+            "transports": [
+                {"type": "web", "endpoint": endpoint(ports[0]), "paths": {"ws": {
+                    "type": "websocket",
+                    "serializers": ["json", "msgpack"],
+                    "auth": {
+                        "anonymous": {"type": "static", "role": "backend"},
+                        "ticket": {"type": "static", "principals": {
+                            "ghost": {"ticket": "boo", "role": "no-such-role"}
+                        }}
+                    }
+                }}},
+                {"type": "web", "endpoint": endpoint(ports[1]), "paths": {"ws": {
+                    "type": "websocket", "serializers": ["json", "msgpack"], "auth": auth
+                }}},
+                {"type": "rawsocket", "endpoint": endpoint(ports[2]),
+                 "serializers": ["json", "msgpack"], "auth": auth}
+            ]
+        }]
+    })
+}
+
+#[test]
+fn every_dynamic_method_on_websocket_and_rawsocket() {
+    let ports = [free_port(), free_port(), free_port()];
+    let node = Node::start(&every_method_config(ports), 2, &ports);
+    let [component, ws, raw] = ports.map(|p| p.to_string());
+    for (transport, serializer) in [
+        ("websocket", "json"),
+        ("websocket", "msgpack"),
+        ("rawsocket", "json"),
+        ("rawsocket", "msgpack"),
+    ] {
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace_root().join("tests/clients/py/dynauth2_checks.py"))
+            .args(["--component-port", &component, "--ws-port", &ws])
+            .args(["--raw-port", &raw, "--transport", transport])
+            .args(["--serializer", serializer]);
+        let run = ClientRun::run(cmd);
+        assert!(
+            run.status.success(),
+            "{transport}/{serializer}: {}\n{:#?}",
+            run.stderr,
+            node.log_lines()
+        );
+        assert_eq!(
+            run.checks(),
+            [
+                "anonymous",
+                "ticket",
+                "ticket-rejected",
+                "wampcra",
+                "wampcra-wrong-secret",
+                "wampcra-salted",
+                "wampcra-unknown",
+                "cryptosign",
+                "cryptosign-wrong-key",
+                "channel-binding-refused",
+                "no-such-role",
+            ],
+            "{transport}/{serializer}"
+        );
+    }
+    for transport in ["websocket", "rawsocket"] {
+        let mut cmd = node_js();
+        cmd.arg("dynauth_checks.js")
+            .args(["--component-port", &component, "--ws-port", &ws])
+            .args(["--raw-port", &raw, "--transport", transport]);
+        let run = ClientRun::run(cmd);
+        assert!(
+            run.status.success(),
+            "Autobahn|JS {transport} failed after {:?}:\n{}",
+            run.checks(),
+            run.stderr
+        );
+        assert_eq!(
+            run.checks(),
+            ["anonymous", "ticket", "wampcra", "cryptosign"],
+            "Autobahn|JS {transport}"
+        );
+    }
 }
