@@ -8,6 +8,8 @@
 //! does not test the router's unit behaviour (that is `src/router/tests.rs` and
 //! `router_api.rs`) and asserts nothing about timings.
 
+#[path = "sim/advanced.rs"]
+mod advanced;
 #[path = "sim/check.rs"]
 mod check;
 #[path = "sim/client.rs"]
@@ -108,6 +110,33 @@ fn rejoin() {
 #[test]
 fn meta() {
     sweep("meta", 1000);
+}
+
+// The advanced profile (`sim/advanced.rs`): 2,900 seeds more.
+
+#[test]
+fn progressive() {
+    sweep("progressive", 800);
+}
+
+#[test]
+fn meta_events() {
+    sweep("meta_events", 800);
+}
+
+#[test]
+fn testament() {
+    sweep("testament", 400);
+}
+
+#[test]
+fn retention() {
+    sweep("retention", 500);
+}
+
+#[test]
+fn realms() {
+    sweep("realms", 400);
 }
 
 /// Replays one seed with a trace of every action: `SIM_SEED` and `SIM_SCENARIO` name it.

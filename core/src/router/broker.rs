@@ -68,6 +68,10 @@ pub(super) struct RealmBroker {
     history: Map<String, std::collections::VecDeque<(u64, Box<Publication>)>>,
     /// The arrival number of the next history event.
     history_seq: u64,
+    /// Keys this shard gave back to their owner (its last local subscriber left) → that
+    /// subscriber, named by `wamp.subscription.on_delete` when the owner's removal comes
+    /// back. At most one entry per key this shard held.
+    given_back: Map<(String, MatchPolicy), Id>,
 }
 
 #[derive(Debug, Clone)]
@@ -518,7 +522,12 @@ impl Shard {
             self.sub_created.insert(id, self.now);
         }
         if created && requester == self.index {
-            self.meta_on_create(realm, id, uri, policy);
+            // The session whose SUBSCRIBE asked for the key (the first one waiting).
+            let session = match self.pending.get(&token) {
+                Some(Pending::Subscribe(p)) => p.waiters.first().map(|w| w.1),
+                _ => None,
+            };
+            self.meta_on_create(realm, session, id, uri, policy);
         }
         self.applied(requester, token, Some(id));
     }
@@ -538,6 +547,7 @@ impl Shard {
             needs: 0,
         };
         let mut confirm = Vec::new();
+        let first = p.waiters.first().map(|w| w.1);
         for (conn, sid, request, retained) in p.waiters {
             let alive = self.by_id.get(&sid) == Some(&conn);
             if let (true, Some(s)) = (alive, self.sessions.get(&conn)) {
@@ -548,6 +558,9 @@ impl Shard {
         let r = &mut self.realms[usize::from(p.realm)].broker;
         if sub.sessions.is_empty() {
             // Everyone left while waiting: give the interest back.
+            if let Some(session) = first {
+                r.given_back.insert((sub.uri.clone(), sub.policy), session);
+            }
             let owner = self.owner(p.realm, &sub.uri, sub.policy);
             self.send_removal(
                 owner,
@@ -646,6 +659,10 @@ impl Shard {
             self.announce_needs(realm, id);
         }
         if empty {
+            self.realms[usize::from(realm)]
+                .broker
+                .given_back
+                .insert((uri.clone(), policy), session);
             let owner = self.owner(realm, &uri, policy);
             let msg = PeerMsg::UnsubscribeRequest { realm, uri, policy };
             self.send_removal(owner, msg, None);
@@ -672,31 +689,41 @@ impl Shard {
         self.apply_interest_remove(realm, &uri, policy, from);
     }
 
+    /// Removes `shard` from the key's interest; returns the subscription id when that
+    /// deleted the subscription (no shard left with subscribers).
     pub(super) fn apply_interest_remove(
         &mut self,
         realm: u16,
         uri: &str,
         policy: MatchPolicy,
         shard: u16,
-    ) {
-        let Some(r) = self.realms.get_mut(usize::from(realm)) else {
-            return;
-        };
+    ) -> Option<Id> {
+        let r = self.realms.get_mut(usize::from(realm))?;
         let b = &mut r.broker;
-        let Some(i) = b.interest.get_mut(uri, policy) else {
-            return;
+        // The subscriber whose leaving made this shard give the key back, if it did.
+        let by = if shard == self.index {
+            b.given_back.remove(&(uri.to_owned(), policy))
+        } else {
+            None
         };
+        let i = b.interest.get_mut(uri, policy)?;
         i.shards.retain(|s| *s != shard);
         i.needs.retain(|n| n.0 != shard);
-        if i.shards.is_empty() {
-            let id = i.id;
-            b.interest.remove(uri, policy);
-            b.by_id.remove(&id);
-            self.sub_created.remove(&id);
-            if self.owner(realm, uri, policy) == self.index {
-                self.meta_on_delete(realm, id);
-            }
+        if !i.shards.is_empty() {
+            return None;
         }
+        let id = i.id;
+        b.interest.remove(uri, policy);
+        b.by_id.remove(&id);
+        self.sub_created.remove(&id);
+        // Published by the shard whose subscriber left: its on_unsubscribe went out
+        // earlier from here, so every meta subscriber sees the delete after it. This
+        // replica applies the owner's removals in the owner's order, so the key is gone
+        // router-wide exactly when it is gone here.
+        if shard == self.index {
+            self.meta_on_delete(realm, by, id);
+        }
+        Some(id)
     }
 
     /// Tells every shard (this one included) which serializers this shard's subscribers of
@@ -772,7 +799,13 @@ impl Shard {
                 .map(|m| (m.pattern.to_owned(), m.policy))
                 .collect();
             for (uri, policy) in keys {
-                self.apply_interest_remove(realm as u16, &uri, policy, shard);
+                let deleted = self.apply_interest_remove(realm as u16, &uri, policy, shard);
+                // Nobody is left to say who deleted it: the owner says it, with no session.
+                if let Some(id) = deleted {
+                    if self.owner(realm as u16, &uri, policy) == self.index {
+                        self.meta_on_delete(realm as u16, None, id);
+                    }
+                }
             }
         }
         // Requests waiting on the dead shard stop waiting for it; requests whose owner it

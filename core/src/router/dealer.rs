@@ -52,6 +52,15 @@ pub(super) struct Registration {
     /// (shard, session), in registration order.
     pub(super) callees: Vec<(u16, Id)>,
     pub(super) next: usize,
+    /// When this shard's replica first held the registration (`wamp.registration.get`'s
+    /// `created`).
+    pub(super) created: Time,
+    /// Callees of this shard removed here ahead of the owner's decision (so that no new
+    /// call picks them) and not yet removed by the owner. The entry stays until they are,
+    /// so that this replica still follows the owner's view: a REGISTER the owner adds
+    /// meanwhile does not create the registration again, and the delete is decided when
+    /// the owner's removal comes back.
+    pub(super) withdrawn: Vec<(u16, Id)>,
 }
 
 impl RealmDealer {
@@ -279,17 +288,29 @@ impl Shard {
             return;
         };
         let d = &mut r.dealer;
+        let now = self.now;
         let g = d.by_id.entry(id).or_insert_with(|| Registration {
             uri: uri.to_owned(),
             policy,
             invoke,
             callees: Vec::new(),
             next: 0,
+            created: now,
+            withdrawn: Vec::new(),
         });
+        // Every replica applies the owner's decisions in the owner's order, so the
+        // requester's replica sees the same first callee as the owner did (callees it
+        // withdrew early still count until the owner removes them).
+        let created = g.callees.is_empty() && g.withdrawn.is_empty();
         if !g.callees.contains(&(shard, session)) {
             g.callees.push((shard, session));
         }
         let _ = d.regs.insert(uri, policy, id);
+        // Only the REGISTER that created the registration announces it, as in Crossbar,
+        // from the callee's shard, before its REGISTERED and `on_register`.
+        if created && shard == self.index {
+            self.meta_on_create_registration(realm, session, id, uri, policy, invoke);
+        }
     }
 
     /// Whether the session of the pending register `token` holds its key by another
@@ -446,20 +467,19 @@ impl Shard {
             registration: id,
         });
         self.send(p.conn, serializer, &msg);
-        self.meta_on_register(p.realm, p.session, id, &p.uri, p.policy, p.invoke);
+        self.meta_on_register(p.realm, p.session, id);
         self.unpark(p.parked);
     }
 
     /// Removes a callee here at once (so no new call picks it) and asks the owner to
     /// remove it everywhere.
     fn give_back_registration(&mut self, realm: u16, id: Id, session: Id) {
-        let index = self.index;
         let key = self.realms[usize::from(realm)]
             .dealer
             .by_id
             .get(&id)
             .map(|g| (g.uri.clone(), g.policy));
-        self.apply_register_remove(realm, id, index, session);
+        self.withdraw_callee(realm, id, session);
         if let Some((uri, policy)) = key {
             let owner = self.owner(realm, &uri, policy);
             let msg = PeerMsg::UnregisterRequest {
@@ -566,7 +586,10 @@ impl Shard {
         self.apply_register_remove(realm, registration, from, session);
     }
 
-    pub(super) fn apply_register_remove(&mut self, realm: u16, id: Id, shard: u16, session: Id) {
+    /// Removes a callee of this shard here at once, ahead of the owner's decision: no new
+    /// call picks it, and the entry keeps it as withdrawn until the owner's removal.
+    fn withdraw_callee(&mut self, realm: u16, id: Id, session: Id) {
+        let index = self.index;
         let Some(r) = self.realms.get_mut(usize::from(realm)) else {
             return;
         };
@@ -574,17 +597,51 @@ impl Shard {
         let Some(g) = d.by_id.get_mut(&id) else {
             return;
         };
-        g.callees.retain(|c| *c != (shard, session));
+        if !g.callees.contains(&(index, session)) {
+            return;
+        }
+        g.callees.retain(|c| *c != (index, session));
+        g.withdrawn.push((index, session));
         if g.callees.is_empty() {
             let (uri, policy) = (g.uri.clone(), g.policy);
-            d.by_id.remove(&id);
             if d.regs.get(&uri, policy) == Some(&id) {
                 d.regs.remove(&uri, policy);
             }
-            if self.owner(realm, &uri, policy) == self.index {
-                self.meta_on_registration_delete(realm, id);
-            }
         }
+    }
+
+    /// Applies the owner's removal of a callee; returns the registration id when that
+    /// deleted the registration.
+    pub(super) fn apply_register_remove(
+        &mut self,
+        realm: u16,
+        id: Id,
+        shard: u16,
+        session: Id,
+    ) -> Option<Id> {
+        let r = self.realms.get_mut(usize::from(realm))?;
+        let d = &mut r.dealer;
+        let g = d.by_id.get_mut(&id)?;
+        g.callees.retain(|c| *c != (shard, session));
+        g.withdrawn.retain(|c| *c != (shard, session));
+        if !g.callees.is_empty() {
+            return None;
+        }
+        let (uri, policy) = (g.uri.clone(), g.policy);
+        if d.regs.get(&uri, policy) == Some(&id) {
+            d.regs.remove(&uri, policy);
+        }
+        if !g.withdrawn.is_empty() {
+            return None;
+        }
+        d.by_id.remove(&id);
+        // Published by the callee's shard, after the callee's on_unregister that went out
+        // from here earlier; this replica follows the owner's order, so the registration
+        // is gone router-wide exactly when it is gone here.
+        if shard == self.index {
+            self.meta_on_registration_delete(realm, Some(session), id);
+        }
+        Some(id)
     }
 
     pub(super) fn call(&mut self, conn: ConnId, m: Call) {
@@ -1302,7 +1359,18 @@ impl Shard {
                 })
                 .collect();
             for (id, session) in gone {
-                self.apply_register_remove(realm as u16, id, shard, session);
+                let uri = self.realms[realm]
+                    .dealer
+                    .by_id
+                    .get(&id)
+                    .map(|g| (g.uri.clone(), g.policy));
+                let deleted = self.apply_register_remove(realm as u16, id, shard, session);
+                // Nobody is left to say who deleted it: the owner says it, with no session.
+                if let (Some(id), Some((uri, policy))) = (deleted, uri) {
+                    if self.owner(realm as u16, &uri, policy) == self.index {
+                        self.meta_on_registration_delete(realm as u16, None, id);
+                    }
+                }
             }
         }
         // Router calls waiting on callees of the dead shard fail as canceled.

@@ -433,11 +433,16 @@ impl Shard {
                 .interest
                 .insert(&uri, policy, Interest::new(id, shards));
             r.broker.by_id.insert(id, (uri, policy));
+            // `created` is when this replica first held the subscription, as for live
+            // changes (a snapshot's sender does not send its own timestamps).
+            self.sub_created.entry(id).or_insert(self.now);
         }
+        let now = self.now;
         for (realm, uri, policy, invoke, id, mut callees) in snap.registrations {
-            let before = callees.len();
             callees.retain(|c| kept(&c.0));
-            if callees.is_empty() && before > 0 {
+            // No callee left: callees of dead lives, or an owner's entry whose callees
+            // all withdrew (waiting for its own removal) — nothing to route to.
+            if callees.is_empty() {
                 continue;
             }
             let Some(r) = self.realms.get_mut(usize::from(realm)) else {
@@ -452,6 +457,8 @@ impl Shard {
                     invoke,
                     callees,
                     next: 0,
+                    created: now,
+                    withdrawn: Vec::new(),
                 },
             );
         }

@@ -11,14 +11,19 @@
 //! `wamp.subscription.get_events` reads the event history every shard keeps for the topics
 //! the realm configures ([`super::HistoryConfig`]), for exact subscriptions.
 //!
-//! `created` timestamps (`wamp.session.get`, `on_join`, `wamp.subscription.get`) are the
-//! `now` of the input that created the thing, turned into wall-clock time with the base
-//! the caller gave ([`Shard::set_wall_clock`]); a subscription's is when this shard's
-//! replica first held it (within a link's latency of the owner's decision).
+//! `created` timestamps (`wamp.session.get`, `on_join`, `wamp.subscription.get`,
+//! `wamp.registration.get`) are the `now` of the input that created the thing, turned into
+//! wall-clock time with the base the caller gave ([`Shard::set_wall_clock`]); a
+//! subscription's or registration's is when this shard's replica first held it (within a
+//! link's latency of the owner's decision; for a rejoined shard, when the snapshot came).
 //!
-//! What it does not do yet: `created` for registrations and for subscriptions a rejoined
-//! shard learnt from snapshots (left out), `wamp.session.on_stats`; `on_create`/`on_delete`
-//! for subscriptions carry a null session.
+//! `on_create` and `on_delete` name the session whose request created or deleted the
+//! subscription or registration, as Crossbar does; a subscription or registration that
+//! goes because its shard died is deleted with a null session. A subscription's
+//! `on_delete` is published by the shard whose last subscriber left, after that
+//! subscriber's `on_unsubscribe`, when the owner's removal comes back to it.
+//!
+//! What it does not do yet: `wamp.session.on_stats`.
 
 use crate::id::Id;
 use crate::message::{
@@ -173,7 +178,14 @@ impl Shard {
             }
             "wamp.subscription.list" => Ok(by_policy(b.entries().map(|(id, _, p)| (id, p)))),
             "wamp.registration.list" => {
-                Ok(by_policy(d.by_id.iter().map(|(id, g)| (*id, g.policy))))
+                // A registration whose callees all left here (withdrawn, waiting for the
+                // owner) is not listed.
+                Ok(by_policy(
+                    d.by_id
+                        .iter()
+                        .filter(|(_, g)| !g.callees.is_empty())
+                        .map(|(id, g)| (*id, g.policy)),
+                ))
             }
             "wamp.subscription.lookup" | "wamp.registration.lookup" => match arg_str(0) {
                 Some(uri) => {
@@ -222,13 +234,17 @@ impl Shard {
             },
             "wamp.registration.get" => {
                 match arg_id(0).and_then(|id| d.by_id.get(&id).map(|g| (id, g))) {
-                    Some((id, g)) => Ok(Value::Dict(
-                        Dict::new()
-                            .with("id", id)
-                            .with("uri", g.uri.as_str())
-                            .with("match", g.policy.as_str())
-                            .with("invoke", g.invoke.as_str()),
-                    )),
+                    Some((id, g)) => {
+                        let mut d = Dict::new().with("id", id);
+                        if let Some(t) = self.wall(g.created) {
+                            d = d.with("created", t.as_str());
+                        }
+                        Ok(Value::Dict(
+                            d.with("uri", g.uri.as_str())
+                                .with("match", g.policy.as_str())
+                                .with("invoke", g.invoke.as_str()),
+                        ))
+                    }
                     None => Err("wamp.error.no_such_registration"),
                 }
             }
@@ -685,15 +701,26 @@ impl Shard {
         self.meta_event(j.realm, "wamp.session.on_leave", &args);
     }
 
-    pub(super) fn meta_on_create(&mut self, realm: u16, id: Id, uri: &str, policy: MatchPolicy) {
-        let details = Dict::new()
-            .with("id", id)
-            .with("uri", uri)
-            .with("match", policy.as_str());
+    pub(super) fn meta_on_create(
+        &mut self,
+        realm: u16,
+        session: Option<Id>,
+        id: Id,
+        uri: &str,
+        policy: MatchPolicy,
+    ) {
+        let mut details = Dict::new().with("id", id);
+        if let Some(t) = self.sub_created.get(&id).and_then(|t| self.wall(*t)) {
+            details = details.with("created", t.as_str());
+        }
+        let details = details.with("uri", uri).with("match", policy.as_str());
         self.meta_event(
             realm,
             "wamp.subscription.on_create",
-            &[Value::Null, Value::Dict(details)],
+            &[
+                session.map_or(Value::Null, Value::from),
+                Value::Dict(details),
+            ],
         );
     }
 
@@ -713,15 +740,16 @@ impl Shard {
         );
     }
 
-    pub(super) fn meta_on_delete(&mut self, realm: u16, id: Id) {
+    pub(super) fn meta_on_delete(&mut self, realm: u16, session: Option<Id>, id: Id) {
         self.meta_event(
             realm,
             "wamp.subscription.on_delete",
-            &[Value::Null, Value::from(id)],
+            &[session.map_or(Value::Null, Value::from), Value::from(id)],
         );
     }
 
-    pub(super) fn meta_on_register(
+    /// `wamp.registration.on_create`: only for the REGISTER that created the registration.
+    pub(super) fn meta_on_create_registration(
         &mut self,
         realm: u16,
         session: Id,
@@ -730,8 +758,16 @@ impl Shard {
         policy: MatchPolicy,
         invoke: crate::message::InvokePolicy,
     ) {
-        let details = Dict::new()
-            .with("id", id)
+        let mut details = Dict::new().with("id", id);
+        let created = self.realms[usize::from(realm)]
+            .dealer
+            .by_id
+            .get(&id)
+            .and_then(|g| self.wall(g.created));
+        if let Some(t) = created {
+            details = details.with("created", t.as_str());
+        }
+        let details = details
             .with("uri", uri)
             .with("match", policy.as_str())
             .with("invoke", invoke.as_str());
@@ -740,6 +776,9 @@ impl Shard {
             "wamp.registration.on_create",
             &[Value::from(session), Value::Dict(details)],
         );
+    }
+
+    pub(super) fn meta_on_register(&mut self, realm: u16, session: Id, id: Id) {
         self.meta_event(
             realm,
             "wamp.registration.on_register",
@@ -755,11 +794,11 @@ impl Shard {
         );
     }
 
-    pub(super) fn meta_on_registration_delete(&mut self, realm: u16, id: Id) {
+    pub(super) fn meta_on_registration_delete(&mut self, realm: u16, session: Option<Id>, id: Id) {
         self.meta_event(
             realm,
             "wamp.registration.on_delete",
-            &[Value::Null, Value::from(id)],
+            &[session.map_or(Value::Null, Value::from), Value::from(id)],
         );
     }
 }

@@ -196,6 +196,8 @@ fn router_roles() -> Roles {
                 "registration_meta_api",
                 "session_meta_api",
                 "shared_registration",
+                // `wamp.session.add_testament`/`flush_testaments` (Crossbar's name).
+                "testament_meta_api",
             ],
         )
 }

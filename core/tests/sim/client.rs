@@ -131,6 +131,11 @@ pub(crate) enum Step {
     KillShard(u16),
     /// (Director only) the shard restarts empty and rejoins.
     RestartShard(u16),
+    /// Send this message as it is, after replacing `{req}` with a fresh request id and
+    /// `{lastsub}` with the id of the client's last subscription made by a raw SUBSCRIBE.
+    /// Its answers, and the events of such subscriptions, go to [`Client::raw`] for the
+    /// scenario's own checker (`advanced.rs`); AwaitAcks and AwaitCalls wait for them.
+    Raw(String),
 }
 
 /// Which meta procedure to ask, with its arguments.
@@ -237,6 +242,8 @@ pub(crate) struct CallRec {
     /// The world step at which CALL was handed to the shard.
     pub(crate) sent_at: u64,
     pub(crate) finals: Vec<Final>,
+    /// The progress numbers of the progressive RESULTs received before the final one.
+    pub(crate) progress: Vec<u64>,
     /// The cancel mode sent, and whether the call was still open when it was.
     pub(crate) cancel: Option<(&'static str, bool)>,
 }
@@ -260,6 +267,28 @@ pub(crate) struct InvRec {
     pub(crate) procedure: Option<String>,
     pub(crate) answered: bool,
     pub(crate) interrupts: Vec<String>,
+    /// The chunk numbers of a progressive invocation's INVOCATIONs (`None` for the final one).
+    pub(crate) chunks: Vec<Option<u64>>,
+    /// Whether the first INVOCATION said the caller accepts progressive results (the
+    /// router does not repeat it in later chunks).
+    pub(crate) receive_progress: Option<bool>,
+}
+
+/// A frame recorded for the scenario's own checker: an answer to a [`Step::Raw`] request
+/// or an EVENT for a subscription outside the `com.` topics the ordinary checks own.
+#[derive(Clone, Debug)]
+pub(crate) struct RawRec {
+    /// `EVENT`, `SUBSCRIBED`, `RESULT`, `ERROR`, `PUBLISHED`, `REGISTERED`, ...
+    pub(crate) kind: &'static str,
+    /// The index in [`Client::raw_sent`] it answers (`None` for events).
+    pub(crate) sent: Option<usize>,
+    /// For EVENTs, the subscription's topic (as subscribed); for ERRORs, the error URI.
+    pub(crate) topic: Option<String>,
+    /// For EVENTs the subscription id, for SUBSCRIBED/REGISTERED the new id.
+    pub(crate) id: Option<u64>,
+    /// Whether the EVENT was marked `retained` (or the RESULT `progress`).
+    pub(crate) flag: bool,
+    pub(crate) args: serde_json::Value,
 }
 
 /// What a request id of the client was for.
@@ -272,6 +301,8 @@ pub(crate) enum Req {
     Publish,
     Call(usize),
     Meta(usize),
+    /// A [`Step::Raw`] message: its index in [`Client::raw_sent`].
+    Raw(usize),
 }
 
 /// A scripted client.
@@ -307,6 +338,22 @@ pub(crate) struct Client {
     pub(crate) problems: Vec<String>,
     /// Set when the handshake of GOODBYE is complete: the world closes the connection.
     pub(crate) close_now: bool,
+    /// The realm HELLO names.
+    pub(crate) realm: String,
+    /// Whether the client's calls ask for progressive results (`receive_progress`).
+    pub(crate) receive_progress: bool,
+    /// How many progressive YIELDs the client sends before the final one when a caller
+    /// asked for progressive results.
+    pub(crate) progressive_yields: u64,
+    /// How many progressive CALL chunks precede the final one in each of its calls.
+    pub(crate) call_chunks: u64,
+    /// The [`Step::Raw`] messages sent: (world step, request id, message).
+    pub(crate) raw_sent: Vec<(u64, u64, String)>,
+    /// Frames recorded for the scenario's own checker.
+    pub(crate) raw: Vec<RawRec>,
+    /// Subscription ids made by raw SUBSCRIBEs, with their topics and the index of the
+    /// raw request (answers to pipelined SUBSCRIBEs may come in any order).
+    pub(crate) raw_subs: Vec<(u64, String, usize)>,
 }
 
 impl Client {
@@ -334,6 +381,13 @@ impl Client {
             gone_at: None,
             problems: Vec::new(),
             close_now: false,
+            realm: "realm1".to_owned(),
+            receive_progress: false,
+            progressive_yields: 0,
+            call_chunks: 0,
+            raw_sent: Vec::new(),
+            raw: Vec::new(),
+            raw_subs: Vec::new(),
         }
     }
 
@@ -353,7 +407,11 @@ impl Client {
         !self.pending.values().any(|r| {
             matches!(
                 r,
-                Req::Subscribe(_) | Req::Unsubscribe(_) | Req::Register(_) | Req::Unregister(_)
+                Req::Subscribe(_)
+                    | Req::Unsubscribe(_)
+                    | Req::Register(_)
+                    | Req::Unregister(_)
+                    | Req::Raw(_)
             )
         })
     }
@@ -363,7 +421,7 @@ impl Client {
         !self
             .pending
             .values()
-            .any(|r| matches!(r, Req::Call(_) | Req::Meta(_)))
+            .any(|r| matches!(r, Req::Call(_) | Req::Meta(_) | Req::Raw(_)))
     }
 
     /// The session ended at world step `step`: subscriptions stop counting.
@@ -436,19 +494,52 @@ impl Client {
                     s.state = ReqState::Active;
                     s.active.0 = step;
                 }
+                Some(Req::Raw(i)) => {
+                    let topic = self.raw_topic(i);
+                    self.raw_subs.push((m.subscription.get(), topic, i));
+                    self.record("SUBSCRIBED", Some(i), None, Some(m.subscription.get()));
+                }
                 other => self.unexpected("SUBSCRIBED", m.request, other),
             },
             Message::Unsubscribed(m) => match m.request {
                 Some(r) => match self.pending.remove(&r.get()) {
                     Some(Req::Unsubscribe(tag)) => self.subs[tag].state = ReqState::Ended,
+                    Some(Req::Raw(i)) => self.record("UNSUBSCRIBED", Some(i), None, None),
                     other => self.unexpected("UNSUBSCRIBED", r, other),
                 },
                 None => self.problems.push("subscription revoked".to_owned()),
             },
             Message::Published(m) => match self.pending.remove(&m.request.get()) {
                 Some(Req::Publish) => {}
+                Some(Req::Raw(i)) => self.record("PUBLISHED", Some(i), None, None),
                 other => self.unexpected("PUBLISHED", m.request, other),
             },
+            Message::Event(e)
+                if !self
+                    .subs
+                    .iter()
+                    .any(|s| s.id == Some(e.subscription) && s.topic.starts_with("com.")) =>
+            {
+                let topic = self
+                    .raw_subs
+                    .iter()
+                    .find(|s| s.0 == e.subscription.get())
+                    .map(|s| s.1.clone())
+                    .or_else(|| {
+                        self.subs
+                            .iter()
+                            .find(|s| s.id == Some(e.subscription))
+                            .map(|s| s.topic.clone())
+                    });
+                self.raw.push(RawRec {
+                    kind: "EVENT",
+                    sent: None,
+                    topic,
+                    id: Some(e.subscription.get()),
+                    flag: e.details.retained == Some(true),
+                    args: args_json(&e.payload),
+                });
+            }
             Message::Event(e) => match ids_of(&e.payload) {
                 Some((publisher, seq)) => self.events.push(EventRec {
                     subscription: e.subscription,
@@ -467,11 +558,15 @@ impl Client {
                     r.state = ReqState::Active;
                     r.active.0 = step;
                 }
+                Some(Req::Raw(i)) => {
+                    self.record("REGISTERED", Some(i), None, Some(m.registration.get()));
+                }
                 other => self.unexpected("REGISTERED", m.request, other),
             },
             Message::Unregistered(m) => match m.request {
                 Some(r) => match self.pending.remove(&r.get()) {
                     Some(Req::Unregister(tag)) => self.regs[tag].state = ReqState::Ended,
+                    Some(Req::Raw(i)) => self.record("UNREGISTERED", Some(i), None, None),
                     other => self.unexpected("UNREGISTERED", r, other),
                 },
                 None => self.problems.push("registration revoked".to_owned()),
@@ -481,6 +576,7 @@ impl Client {
                 Some(Req::Register(tag)) => self.regs[tag].state = ReqState::Failed(e.error),
                 Some(Req::Call(i)) => self.calls[i].finals.push(Final::Error(e.error)),
                 Some(Req::Meta(i)) => return Some((i, Err(e.error))),
+                Some(Req::Raw(i)) => self.record("ERROR", Some(i), Some(e.error), None),
                 Some(Req::Unsubscribe(_) | Req::Unregister(_) | Req::Publish) => {
                     self.problems
                         .push(format!("ERROR {} to {:?}", e.error, e.request));
@@ -504,7 +600,15 @@ impl Client {
                         Some((caller, seq, callee))
                             if caller == self.index as u64 && seq == i as u64 =>
                         {
-                            if !progress {
+                            if progress {
+                                // The callee numbers its progressive results in the
+                                // payload's fourth element.
+                                let k = args_json(&r.payload)
+                                    .get(3)
+                                    .and_then(serde_json::Value::as_u64)
+                                    .unwrap_or(u64::MAX);
+                                self.calls[i].progress.push(k);
+                            } else {
                                 self.calls[i].finals.push(Final::Result(callee));
                             }
                         }
@@ -513,6 +617,14 @@ impl Client {
                             .push(format!("RESULT for call {i} with a wrong payload")),
                     },
                     Some(Req::Meta(i)) => return Some((i, Ok(args_json(&r.payload)))),
+                    Some(Req::Raw(i)) => self.raw.push(RawRec {
+                        kind: "RESULT",
+                        sent: Some(i),
+                        topic: None,
+                        id: None,
+                        flag: progress,
+                        args: args_json(&r.payload),
+                    }),
                     other => self.unexpected("RESULT", r.request, other),
                 }
             }
@@ -522,12 +634,34 @@ impl Client {
                         .push("INVOCATION with a foreign payload".to_owned());
                     return None;
                 };
-                let answer = rng.chance(self.yield_permille, 1000);
+                // A progressive invocation's later chunks come with the first one's
+                // request id: record them there, and answer after the final chunk only.
+                let chunk = args_json(&inv.payload)
+                    .get(2)
+                    .and_then(serde_json::Value::as_u64);
+                let more = inv.details.progress == Some(true);
+                let known = self
+                    .invocations
+                    .iter()
+                    .position(|v| v.request == inv.request);
+                if let Some(v) = known {
+                    if self.invocations[v].chunks.last() == Some(&None) {
+                        self.problems
+                            .push(format!("INVOCATION {} after its final chunk", inv.request));
+                    }
+                    self.invocations[v]
+                        .chunks
+                        .push(if more { chunk } else { None });
+                    if more || !self.invocations[v].answered {
+                        return None;
+                    }
+                    let rp = self.invocations[v].receive_progress;
+                    self.answer(&inv.request, caller, call, rp);
+                    return None;
+                }
+                let answer = !more && rng.chance(self.yield_permille, 1000);
                 if answer {
-                    self.reactions.push_back(format!(
-                        "[70,{},{{}},[{caller},{call},{}]]",
-                        inv.request, self.index
-                    ));
+                    self.answer(&inv.request, caller, call, inv.details.receive_progress);
                 }
                 self.invocations.push(InvRec {
                     request: inv.request,
@@ -535,8 +669,11 @@ impl Client {
                     caller,
                     call,
                     procedure: inv.details.procedure,
-                    answered: answer,
+                    // A progressive invocation is answered after its final chunk.
+                    answered: answer || more,
                     interrupts: Vec::new(),
+                    chunks: vec![if more { chunk } else { None }],
+                    receive_progress: inv.details.receive_progress,
                 });
             }
             Message::Interrupt(i) => {
@@ -566,6 +703,52 @@ impl Client {
                 .push(format!("unexpected {:?}", other.message_type())),
         }
         None
+    }
+
+    /// Queues the YIELD(s) answering an invocation: progressive results first when the
+    /// caller asked for them and the client sends some.
+    fn answer(&mut self, request: &Id, caller: u64, call: u64, receive_progress: Option<bool>) {
+        if receive_progress == Some(true) {
+            for k in 0..self.progressive_yields {
+                self.reactions.push_back(format!(
+                    r#"[70,{request},{{"progress":true}},[{caller},{call},{},{k}]]"#,
+                    self.index
+                ));
+            }
+        }
+        self.reactions.push_back(format!(
+            "[70,{request},{{}},[{caller},{call},{}]]",
+            self.index
+        ));
+    }
+
+    /// The topic (or procedure) a raw message names: its last string element.
+    fn raw_topic(&self, i: usize) -> String {
+        let json = &self.raw_sent[i].2;
+        serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| {
+                v.as_array()
+                    .and_then(|a| a.iter().rev().find_map(|x| x.as_str().map(str::to_owned)))
+            })
+            .unwrap_or_default()
+    }
+
+    fn record(
+        &mut self,
+        kind: &'static str,
+        sent: Option<usize>,
+        topic: Option<String>,
+        id: Option<u64>,
+    ) {
+        self.raw.push(RawRec {
+            kind,
+            sent,
+            topic,
+            id,
+            flag: false,
+            args: serde_json::Value::Null,
+        });
     }
 
     fn unexpected(&mut self, what: &str, request: Id, had: Option<Req>) {

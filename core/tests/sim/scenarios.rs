@@ -24,6 +24,11 @@ pub(crate) const ALL: &[Scenario] = &[
     ("shard_death", shard_death),
     ("rejoin", rejoin),
     ("meta", meta),
+    ("progressive", crate::advanced::progressive),
+    ("meta_events", crate::advanced::meta_events),
+    ("testament", crate::advanced::testament),
+    ("retention", crate::advanced::retention),
+    ("realms", crate::advanced::realms),
 ];
 
 /// Topics publications go to.
@@ -59,6 +64,9 @@ pub(crate) fn run(build: fn(u64) -> World, seed: u64, trace: bool) -> Vec<String
         w.problems.push(e);
     }
     let mut problems = check(&w);
+    if let Some(extra) = w.extra {
+        extra(&w, &mut problems);
+    }
     if !problems.is_empty() {
         return problems;
     }

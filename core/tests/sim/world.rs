@@ -114,13 +114,21 @@ pub(crate) struct World {
     incarnation: u64,
     /// Print every action (replay with `--nocapture`).
     pub(crate) trace: bool,
+    /// The scenario's own checker (`advanced.rs`), run once after the main drive.
+    pub(crate) extra: Option<fn(&Self, &mut Vec<String>)>,
 }
 
 impl World {
     /// A world of `count` shards, seeded with `seed`, running the default configuration.
     pub(crate) fn new(seed: u64, count: u16) -> Self {
+        Self::with_config(seed, count, RouterConfig::default())
+    }
+
+    /// A world of `count` shards, seeded with `seed`, running `config`. The oracle of
+    /// the ordinary steps assumes one realm: clients of other realms use [`Step::Raw`].
+    pub(crate) fn with_config(seed: u64, count: u16, config: RouterConfig) -> Self {
         let mut rng = Rng::new(seed);
-        let config = Arc::new(RouterConfig::default());
+        let config = Arc::new(config);
         let shards = (0..count)
             .map(|index| {
                 Some(Shard::new(ShardConfig {
@@ -159,6 +167,7 @@ impl World {
             deaths: 0,
             incarnation: 0,
             trace: false,
+            extra: None,
         }
     }
 
@@ -406,8 +415,9 @@ impl World {
                 } else {
                     "{}"
                 };
+                let realm = &client.realm;
                 let hello = format!(
-                    r#"[1,"realm1",{{"roles":{{"subscriber":{{}},"publisher":{{}},"caller":{caller},"callee":{caller}}}}}]"#
+                    r#"[1,"{realm}",{{"roles":{{"subscriber":{{}},"publisher":{{}},"caller":{caller},"callee":{caller}}}}}]"#
                 );
                 if let Some(s) = self.shards[shard].as_mut() {
                     s.handle_open(
@@ -529,14 +539,28 @@ impl World {
                     expect,
                     sent_at: at,
                     finals: Vec::new(),
+                    progress: Vec::new(),
                     cancel: None,
                 });
-                let opts = if timeout_ms > 0 {
-                    format!(r#"{{"timeout":{timeout_ms}}}"#)
-                } else {
-                    "{}".to_owned()
-                };
-                self.send_json(c, &format!(r#"[48,{req},{opts},"{uri}",[{c},{i}]]"#));
+                let mut opts = Vec::new();
+                if timeout_ms > 0 {
+                    opts.push(format!(r#""timeout":{timeout_ms}"#));
+                }
+                if client.receive_progress {
+                    opts.push(r#""receive_progress":true"#.to_owned());
+                }
+                let opts = opts.join(",");
+                // A progressive call invocation: numbered chunks, then the final CALL.
+                for k in 0..self.clients[c].call_chunks {
+                    let sep = if opts.is_empty() { "" } else { "," };
+                    self.send_json(
+                        c,
+                        &format!(
+                            r#"[48,{req},{{{opts}{sep}"progress":true}},"{uri}",[{c},{i},{k}]]"#
+                        ),
+                    );
+                }
+                self.send_json(c, &format!(r#"[48,{req},{{{opts}}},"{uri}",[{c},{i}]]"#));
             }
             Step::Cancel { call, mode } => {
                 let client = &mut self.clients[c];
@@ -549,6 +573,25 @@ impl World {
                 self.send_json(c, &format!(r#"[49,{req},{{"mode":"{mode}"}}]"#));
             }
             Step::Meta(q) => self.meta(c, q),
+            Step::Raw(json) => {
+                let client = &mut self.clients[c];
+                let i = client.raw_sent.len();
+                let req = client.request(Req::Raw(i));
+                // An unacknowledged PUBLISH gets no answer: nothing to wait for.
+                if json.starts_with("[16,") && !json.contains(r#""acknowledge":true"#) {
+                    client.pending.remove(&req);
+                }
+                let last = client
+                    .raw_subs
+                    .iter()
+                    .max_by_key(|s| s.2)
+                    .map_or(0, |s| s.0);
+                let json = json
+                    .replace("{req}", &req.to_string())
+                    .replace("{lastsub}", &last.to_string());
+                client.raw_sent.push((at, req, json.clone()));
+                self.send_json(c, &json);
+            }
             Step::Leave { goodbye } => {
                 self.clients[c].left_early = true;
                 self.leave(c, goodbye);
