@@ -302,7 +302,7 @@ fn start(args: StartArgs) -> ExitCode {
         }
     };
     let result = if node.workers > 1 {
-        run_controller(&node, &args)
+        run_controller(&node, &args, &dir)
     } else {
         crate::server::run(node).map_err(|e| e.to_string())
     };
@@ -323,7 +323,7 @@ fn start(args: StartArgs) -> ExitCode {
 
 /// Runs the controller of `node.workers` worker processes, each started as
 /// `switchyard worker` with this command's configuration source and log options.
-fn run_controller(node: &NodeConfig, args: &StartArgs) -> Result<(), String> {
+fn run_controller(node: &NodeConfig, args: &StartArgs, dir: &Path) -> Result<(), String> {
     let workers = u16::try_from(node.workers).unwrap_or(u16::MAX);
     let threads = ControllerPlan::threads_for(workers, node.cores);
     let program =
@@ -358,6 +358,7 @@ fn run_controller(node: &NodeConfig, args: &StartArgs) -> Result<(), String> {
         threads,
         program,
         args: worker_args,
+        node_dir: Some(dir.to_owned()),
     };
     crate::controller::run(node, &plan).map_err(|e| e.to_string())
 }
@@ -494,6 +495,14 @@ fn status(dir: &Path) -> ExitCode {
                 pid.as_raw_nonzero(),
                 dir.display()
             );
+            // A node of worker processes: the controller lists them.
+            if let Ok(text) = fs::read_to_string(dir.join(crate::controller::WORKERS_FILE)) {
+                for line in text.lines() {
+                    if let Some(described) = describe_worker(line) {
+                        println!("{described}");
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Some(_) => {
@@ -505,6 +514,38 @@ fn status(dir: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// One line of the controller's workers file (`index pid state restarts`) as `status`
+/// prints it; a worker listed as running whose pid is gone is reported dead (the
+/// controller is about to restart it).
+fn describe_worker(line: &str) -> Option<String> {
+    let mut fields = line.split_whitespace();
+    let index: u16 = fields.next()?.parse().ok()?;
+    let pid: i32 = fields.next()?.parse().ok()?;
+    let state = fields.next()?;
+    let restarts: u32 = fields.next()?.parse().ok()?;
+    let restarted = match restarts {
+        0 => String::new(),
+        1 => ", restarted once".to_owned(),
+        n => format!(", restarted {n} times"),
+    };
+    Some(match (state, Pid::from_raw(pid)) {
+        ("running", Some(pid)) if alive(pid) => {
+            format!(
+                "worker {index}: running (pid {}){restarted}",
+                pid.as_raw_nonzero()
+            )
+        }
+        ("running", Some(pid)) => {
+            format!(
+                "worker {index}: dead (pid {}){restarted}",
+                pid.as_raw_nonzero()
+            )
+        }
+        ("given-up", _) => format!("worker {index}: given up (not restarted){restarted}"),
+        (other, _) => format!("worker {index}: {other}{restarted}"),
+    })
 }
 
 /// How long `stop` waits for the node to finish its graceful shutdown.

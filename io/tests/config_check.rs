@@ -380,6 +380,31 @@ fn duplicate_endpoints_and_node_options() {
     let checked = check_value(&ok);
     let node = checked.config.expect("accepted");
     assert_eq!((node.cores, node.workers), (Some(2), 3));
+    // The supervision limits: defaults when absent, read when given, bounded.
+    assert_eq!(
+        (node.rejoin_timeout, node.link_backlog),
+        (
+            switchyard_io::config::DEFAULT_REJOIN_TIMEOUT,
+            switchyard_io::config::DEFAULT_LINK_BACKLOG
+        )
+    );
+    let mut limits = ok.clone();
+    limits["workers"][0]["options"]["rejoin_timeout"] = json!(2500);
+    limits["workers"][0]["options"]["link_backlog"] = json!(1_048_576);
+    let node = check_value(&limits).config.expect("accepted");
+    assert_eq!(
+        (node.rejoin_timeout, node.link_backlog),
+        (Duration::from_millis(2500), 1 << 20)
+    );
+    limits["workers"][0]["options"]["rejoin_timeout"] = json!(50);
+    limits["workers"][0]["options"]["link_backlog"] = json!(1000);
+    check(
+        limits,
+        &[
+            "workers[0].options.rejoin_timeout: 50 is out of range (must be from 100 to 3600000)",
+            "workers[0].options.link_backlog: 1000 is out of range (must be from 65536 to 1073741824)",
+        ],
+    );
     ok["workers"][0]["options"]["workers"] = json!(257);
     check(
         ok,

@@ -177,6 +177,21 @@ impl Shard {
         self.sync.is_none()
     }
 
+    /// The shards a rejoining shard still waits for (a snapshot, a resync answer, or a
+    /// lower joiner's readiness), in index order; empty once it is ready. A server that
+    /// bounds the wait names these as the silent ones.
+    pub fn awaited(&self) -> Vec<u16> {
+        let Some(sync) = &self.sync else {
+            return Vec::new();
+        };
+        let mut shards: Vec<u16> = sync.waiting.clone();
+        shards.extend(sync.resync_wait.iter().map(|(server, _)| *server));
+        shards.extend(sync.blocked_on);
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+    }
+
     /// The router-wide configuration this shard runs with.
     pub fn config(&self) -> &RouterConfig {
         &self.config

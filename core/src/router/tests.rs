@@ -720,6 +720,7 @@ fn restarted_shard_rejoins_with_the_replica() {
         router: config,
     });
     assert!(!w.shards[2].is_ready());
+    assert_eq!(w.shards[2].awaited(), [0, 1], "both snapshots awaited");
     // A HELLO before the replica is complete waits.
     w.home.insert(ConnId(9), 2);
     w.shards[2].handle_open(w.now, ConnId(9), Serializer::Json, TransportInfo::default());
@@ -739,6 +740,7 @@ fn restarted_shard_rejoins_with_the_replica() {
     }
     w.run();
     assert!(w.shards[2].is_ready());
+    assert!(w.shards[2].awaited().is_empty());
     let got = w.take(9);
     assert!(got[0].starts_with("[2,"), "{got:?}");
     // The rejoined shard routes with the full replica: a call to shard 0's callee, a

@@ -47,6 +47,12 @@ pub const DEFAULT_JSON: &str = include_str!("default.json");
 /// transport's options set none: past it the connection is dropped as a slow consumer.
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 16 << 20;
 
+/// How long a restarted worker's shard waits for another shard's state by default.
+pub const DEFAULT_REJOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bytes waiting for one stalled shard by default before it is treated as down.
+pub const DEFAULT_LINK_BACKLOG: usize = 256 << 20;
+
 /// A checked node configuration, ready for the server.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -58,6 +64,12 @@ pub struct NodeConfig {
     pub cores: Option<usize>,
     /// Router worker processes under the controller.
     pub workers: usize,
+    /// How long a restarted worker's shard waits for another shard's state before the
+    /// controller restarts that silent shard's worker (`options.rejoin_timeout`, ms).
+    pub rejoin_timeout: Duration,
+    /// The bytes waiting for one other shard (on an in-process link or a link to another
+    /// worker) past which that shard is treated as stalled (`options.link_backlog`).
+    pub link_backlog: usize,
     /// Every WAMP service's `auth` section, in configuration order (services name theirs
     /// by `auth_index`): what the router's [`switchyard_core::router::Configured`]
     /// authenticator serves.
@@ -346,6 +358,8 @@ pub fn default_config() -> NodeConfig {
             transports: Vec::new(),
             cores: None,
             workers: 1,
+            rejoin_timeout: DEFAULT_REJOIN_TIMEOUT,
+            link_backlog: DEFAULT_LINK_BACKLOG,
             auth: Vec::new(),
         })
 }

@@ -24,7 +24,7 @@ use super::walk::{none_known, Field, Leftover, Obj, Walk, NOT_SUPPORTED};
 use super::{
     interface_addr, AuthConfig, Checked, Endpoint, NodeConfig, ProblemKind, RawSocketService,
     TcpEndpoint, TlsConfig, Transport, TransportKind, UnixEndpoint, WebSocketRoutes,
-    WebSocketService, DEFAULT_MAX_OUTBOUND_BYTES,
+    WebSocketService, DEFAULT_LINK_BACKLOG, DEFAULT_MAX_OUTBOUND_BYTES, DEFAULT_REJOIN_TIMEOUT,
 };
 use crate::ws::conn::Config as WsConnConfig;
 use crate::ws::cookie::CookieConfig;
@@ -138,6 +138,8 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
 
     let mut cores = None;
     let mut workers = 1;
+    let mut rejoin_timeout = DEFAULT_REJOIN_TIMEOUT;
+    let mut link_backlog = DEFAULT_LINK_BACKLOG;
     let mut auth_limits = AuthLimits::default();
     let mut limits = Limits::default();
     if let Some((path, value)) = obj.take("options") {
@@ -150,6 +152,20 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
             }
             if let Some((p, v)) = options.take("workers") {
                 workers = w.int(Field::new(v, &p), 1, 256).map_or(1, |n| n as usize);
+            }
+            // Switchyard's own: how long a restarted worker's shard waits for the state of
+            // the others before the controller restarts the silent one (milliseconds).
+            if let Some((p, v)) = options.take("rejoin_timeout") {
+                if let Some(ms) = w.int(Field::new(v, &p), 100, 3_600_000) {
+                    rejoin_timeout = Duration::from_millis(ms);
+                }
+            }
+            // Switchyard's own: the bytes waiting for one stalled shard before it is treated
+            // as down (and its worker restarted).
+            if let Some((p, v)) = options.take("link_backlog") {
+                if let Some(bytes) = w.int(Field::new(v, &p), 64 << 10, 1 << 30) {
+                    link_backlog = usize::try_from(bytes).unwrap_or(usize::MAX);
+                }
             }
             // Switchyard's own: how long a dynamic authenticator or authorizer may take.
             if let Some((p, v)) = options.take("dynamic_auth_timeout") {
@@ -243,6 +259,8 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
         transports,
         cores,
         workers,
+        rejoin_timeout,
+        link_backlog,
         auth,
     })
 }

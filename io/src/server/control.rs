@@ -1,11 +1,20 @@
 //! The control channel between the controller and one worker process: a Unix
 //! `SOCK_SEQPACKET` socket pair whose worker end is the worker's standard input.
 //!
-//! The controller sends two kinds of message, each one packet of [`PACKET`] bytes:
-//! `Link` (kind 1: "your shard `local` reaches shard `remote` over the attached socket",
-//! with exactly one descriptor passed by `SCM_RIGHTS`) and `Ready` (kind 2: "every link
-//! you start with has been sent"). Links to a restarted worker arrive later as more `Link`
-//! messages. End of stream means the controller is gone, and the worker shuts down.
+//! Every message is one packet of [`PACKET`] bytes (kind, then two u16 fields). The
+//! controller sends `Link` (kind 1: "your shard `local` reaches shard `remote` over the
+//! attached socket", with exactly one descriptor passed by `SCM_RIGHTS`), `Listener`
+//! (kind 3: "the listening Unix socket of transport number `local` is the attached
+//! descriptor": the controller binds each Unix-socket endpoint once and every worker
+//! accepts on it) and `Ready` (kind 2: "every link and listener you start with has been
+//! sent"). Links to a restarted worker arrive later as more `Link` messages. End of
+//! stream means the controller is gone, and the worker shuts down.
+//!
+//! A worker reports to the controller on the same socket: `Stalled` (kind 4: "my shard
+//! `local` broke its link to shard `remote` at its queue limit": that shard stopped
+//! reading) and `Silent` (kind 5: "my rejoining shard `local` heard nothing from shard
+//! `remote` within the rejoin timeout"). The controller restarts the worker of the named
+//! shard (see [`crate::controller`]).
 //!
 //! It does not carry router traffic (that goes over the links themselves) nor signals
 //! (the controller forwards SIGTERM with `kill`).
@@ -25,6 +34,9 @@ use rustix::net::{
 pub(crate) const PACKET: usize = 8;
 const KIND_LINK: u8 = 1;
 const KIND_READY: u8 = 2;
+const KIND_LISTENER: u8 = 3;
+const KIND_STALLED: u8 = 4;
+const KIND_SILENT: u8 = 5;
 
 /// One control message, as the worker receives it.
 #[derive(Debug)]
@@ -40,6 +52,29 @@ pub(crate) enum ControlMsg {
     },
     /// Every initial link has been sent: the worker may start serving.
     Ready,
+    /// The listening socket of a Unix-socket transport, bound by the controller.
+    Listener {
+        /// The transport's position in the configuration's `transports`.
+        transport: u16,
+        /// The listening socket.
+        fd: OwnedFd,
+    },
+    /// (Worker to controller.) The link from shard `reporter` to shard `shard` broke at
+    /// its queue limit: `shard` stopped reading.
+    Stalled {
+        /// The reporting worker's shard.
+        reporter: u16,
+        /// The shard that stopped reading.
+        shard: u16,
+    },
+    /// (Worker to controller.) The rejoining shard `reporter` is still waiting for shard
+    /// `shard` after the rejoin timeout.
+    Silent {
+        /// The reporting worker's rejoining shard.
+        reporter: u16,
+        /// The shard it waits for.
+        shard: u16,
+    },
 }
 
 /// Why a control packet was refused.
@@ -52,7 +87,7 @@ pub(crate) enum ControlError {
     Size(usize),
     /// A packet of an unknown kind.
     UnknownKind(u8),
-    /// A `Link` packet without its descriptor.
+    /// A `Link` or `Listener` packet without its descriptor.
     MissingFd,
     /// A packet or its descriptors were cut short by the kernel.
     Truncated,
@@ -64,7 +99,7 @@ impl fmt::Display for ControlError {
             Self::Io(e) => write!(f, "control socket: {e}"),
             Self::Size(n) => write!(f, "control packet of {n} bytes (expected {PACKET})"),
             Self::UnknownKind(k) => write!(f, "control packet of unknown kind {k}"),
-            Self::MissingFd => write!(f, "link packet without a socket"),
+            Self::MissingFd => write!(f, "link or listener packet without a socket"),
             Self::Truncated => write!(f, "control packet truncated"),
         }
     }
@@ -106,7 +141,46 @@ pub(crate) fn send_link(
     remote: u16,
     fd: BorrowedFd<'_>,
 ) -> io::Result<()> {
-    let bytes = packet(KIND_LINK, local, remote);
+    send_fd(socket, packet(KIND_LINK, local, remote), fd)
+}
+
+/// Sends a `Listener` message with the listening socket `fd` attached.
+pub(crate) fn send_listener(
+    socket: BorrowedFd<'_>,
+    transport: u16,
+    fd: BorrowedFd<'_>,
+) -> io::Result<()> {
+    send_fd(socket, packet(KIND_LISTENER, transport, 0), fd)
+}
+
+/// Sends a worker's `Stalled` report (without blocking: a controller that does not read
+/// its reports must not stall the core that reports).
+pub(crate) fn send_stalled(socket: BorrowedFd<'_>, reporter: u16, shard: u16) -> io::Result<()> {
+    send_report(socket, packet(KIND_STALLED, reporter, shard))
+}
+
+/// Sends a worker's `Silent` report (without blocking).
+pub(crate) fn send_silent(socket: BorrowedFd<'_>, reporter: u16, shard: u16) -> io::Result<()> {
+    send_report(socket, packet(KIND_SILENT, reporter, shard))
+}
+
+fn send_report(socket: BorrowedFd<'_>, bytes: [u8; PACKET]) -> io::Result<()> {
+    loop {
+        match sendmsg(
+            socket,
+            &[IoSlice::new(&bytes)],
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        ) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) => return Err(io::Error::other(format!("short control send ({n} bytes)"))),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn send_fd(socket: BorrowedFd<'_>, bytes: [u8; PACKET], fd: BorrowedFd<'_>) -> io::Result<()> {
     let fds = [fd];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -188,6 +262,21 @@ fn decode(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<ControlMsg, ControlError> {
             })
         }
         KIND_READY => Ok(ControlMsg::Ready),
+        KIND_LISTENER => {
+            let fd = fds.into_iter().next().ok_or(ControlError::MissingFd)?;
+            Ok(ControlMsg::Listener {
+                transport: u16::from_le_bytes([bytes[2], bytes[3]]),
+                fd,
+            })
+        }
+        KIND_STALLED => Ok(ControlMsg::Stalled {
+            reporter: u16::from_le_bytes([bytes[2], bytes[3]]),
+            shard: u16::from_le_bytes([bytes[4], bytes[5]]),
+        }),
+        KIND_SILENT => Ok(ControlMsg::Silent {
+            reporter: u16::from_le_bytes([bytes[2], bytes[3]]),
+            shard: u16::from_le_bytes([bytes[4], bytes[5]]),
+        }),
         other => Err(ControlError::UnknownKind(other)),
     }
 }
@@ -218,6 +307,17 @@ mod tests {
         other.read_exact(&mut got).expect("read");
         assert_eq!(&got, b"ping");
         assert!(matches!(recv(&worker), Ok(Some(ControlMsg::Ready))));
+        // Reports travel the other way on the same socket.
+        send_stalled(worker.as_fd(), 1, 6).expect("send stalled");
+        send_silent(worker.as_fd(), 2, 5).expect("send silent");
+        let got = [recv(&controller), recv(&controller)].map(|m| format!("{m:?}"));
+        assert_eq!(
+            got,
+            [
+                "Ok(Some(Stalled { reporter: 1, shard: 6 }))",
+                "Ok(Some(Silent { reporter: 2, shard: 5 }))"
+            ]
+        );
         drop(controller);
         assert!(matches!(recv(&worker), Ok(None)));
     }
@@ -237,6 +337,13 @@ mod tests {
             &[9, 0, 0, 0, 0, 0, 0, 0],
             "control packet of unknown kind 9",
         );
-        check(&[1, 0, 0, 0, 0, 0, 0, 0], "link packet without a socket");
+        check(
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            "link or listener packet without a socket",
+        );
+        check(
+            &[3, 0, 1, 0, 0, 0, 0, 0],
+            "link or listener packet without a socket",
+        );
     }
 }

@@ -25,7 +25,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
@@ -42,7 +44,8 @@ use crate::ws::frame::{self, OpCode};
 /// order in its local backlog until the receiver catches up.
 pub(super) const LINK_CAPACITY: usize = 4096;
 /// The most bytes waiting in the local backlog toward one core before that core is
-/// treated as down (see the module's stalled-core policy).
+/// treated as down (see the module's stalled-core policy), unless the configuration's
+/// `options.link_backlog` says otherwise.
 pub(super) const BACKLOG_LIMIT: usize = 256 << 20;
 /// Messages from one link handled before the shard's outputs are dispatched.
 pub(super) const MAILBOX_BATCH: usize = 256;
@@ -325,6 +328,11 @@ pub(super) struct Core {
     /// the waker of each, so that shutdown cuts them short.
     opening: HashMap<u64, Option<Waker>>,
     next_opening: u64,
+    /// The bound of each link's backlog (in-process or to another worker), in bytes.
+    pub(super) link_backlog: usize,
+    /// The worker's control socket (worker processes only): a link that breaks at its
+    /// bound is reported to the controller, which restarts the stalled shard's worker.
+    pub(super) control: Option<Arc<OwnedFd>>,
 }
 
 impl Core {
@@ -340,6 +348,8 @@ impl Core {
             stopping: false,
             opening: HashMap::new(),
             next_opening: 0,
+            link_backlog: BACKLOG_LIMIT,
+            control: None,
         }
     }
 
@@ -475,14 +485,28 @@ impl Core {
                     if sent == Sent::Broke {
                         tracing::error!(
                             to,
-                            "core {to} stopped draining its link (over {BACKLOG_LIMIT} bytes \
-                             waiting): treating it as down"
+                            "core {to} stopped draining its link (over {} bytes \
+                             waiting): treating it as down",
+                            self.link_backlog
                         );
+                        self.report_stalled(to);
                         let now = self.now();
                         self.shard.handle_shard_down(now, to);
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the controller (if any) that shard `to` stopped reading: it restarts that
+    /// shard's worker, so that the router converges again instead of staying split.
+    fn report_stalled(&self, to: u16) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        let me = self.shard.index();
+        if let Err(e) = super::control::send_stalled(control.as_fd(), me, to) {
+            tracing::error!(core = me, shard = to, error = %e, "cannot report a stalled shard");
         }
     }
 

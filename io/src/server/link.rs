@@ -253,7 +253,7 @@ pub(super) fn install(core: &Rc<RefCell<Core>>, to: u16, fd: OwnedFd) -> io::Res
             from,
             to,
             generation,
-            super::core::BACKLOG_LIMIT,
+            c.link_backlog,
             socket,
         ));
         c.set_remote_link(Rc::clone(&link));

@@ -31,9 +31,14 @@
 //! connection to one waiting core). A socket file left by an earlier run is removed when
 //! nothing answers on it (Crossbar removes whatever is there); a live socket or a file that
 //! is not a socket is a clear error. The socket file is removed when the server stops.
+//! With worker processes the controller binds it ([`bind_shared_unix`]) and passes the
+//! listening socket to every worker, whose cores all accept on it.
 //!
-//! What it does not do yet: Unix-socket endpoints with several worker processes (refused
-//! at start: the controller would have to bind the socket and pass it to every worker).
+//! Supervision (worker processes only): a link that breaks at its queue bound
+//! (`options.link_backlog`) is reported to the controller as a stalled shard, and a
+//! restarted worker's shard that still waits for another shard's state after
+//! `options.rejoin_timeout` reports that shard as silent; the controller restarts the
+//! worker at fault.
 
 mod conn;
 pub(crate) mod control;
@@ -51,7 +56,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -64,7 +69,7 @@ use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 use switchyard_core::router::{AuthConfig, Configured, Entropy, Shard, ShardConfig};
 
-use self::core::{Core, Link, LinkOut, BACKLOG_LIMIT, LINK_CAPACITY, MAILBOX_BATCH};
+use self::core::{Core, Link, LinkOut, LINK_CAPACITY, MAILBOX_BATCH};
 use self::stream::{Link as Conn, Stream};
 use crate::config::{Endpoint, NodeConfig, Transport, TransportKind, WebSocketRoutes};
 use crate::echo::{self, EchoConfig};
@@ -149,8 +154,63 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
         rejoin: false,
         epoch_us: None,
     };
-    let remote = (0..layout.threads).map(|_| Vec::new()).collect();
-    serve(&config, &layout, remote, None)
+    let handed = Handed {
+        remote: (0..layout.threads).map(|_| Vec::new()).collect(),
+        unix: Vec::new(),
+        control: None,
+    };
+    serve(&config, &layout, handed)
+}
+
+/// What a worker process got from the controller before it serves (nothing, in a
+/// single-process node).
+pub(crate) struct Handed {
+    /// `remote[t]`: thread `t`'s initial links to shards of other workers.
+    pub(crate) remote: Vec<Vec<(u16, OwnedFd)>>,
+    /// The listening sockets of the Unix-socket transports, by transport index.
+    pub(crate) unix: Vec<(u16, OwnedFd)>,
+    /// The worker's control socket: later `Link` messages arrive on it, and reports go
+    /// out on it.
+    pub(crate) control: Option<OwnedFd>,
+}
+
+/// The Unix-socket listeners a controller binds for all its workers, by transport index;
+/// the socket files are removed when this is dropped.
+pub(crate) struct SharedUnix {
+    /// (transport index, listening socket).
+    pub(crate) listeners: Vec<(u16, std::os::unix::net::UnixListener)>,
+    _files: SocketFiles,
+}
+
+/// Binds every Unix-socket endpoint of `config` once (the controller, for its workers).
+pub(crate) fn bind_shared_unix(config: &NodeConfig) -> Result<SharedUnix, ServerError> {
+    let mut files = SocketFiles(Vec::new());
+    let mut listeners = Vec::new();
+    for (i, transport) in config.transports.iter().enumerate() {
+        let Endpoint::Unix(u) = &transport.endpoint else {
+            continue;
+        };
+        let index = u16::try_from(i).map_err(|_| {
+            ServerError::Unsupported(format!("more than 65535 transports ({})", transport.path))
+        })?;
+        let listener = bind_unix(&u.path, u.backlog).map_err(|source| ServerError::BindUnix {
+            path: u.path.clone(),
+            transport: transport.path.clone(),
+            source,
+        })?;
+        files.0.push(u.path.clone());
+        tracing::info!(
+            "listening on Unix socket {} ({:?}, {}) for every worker",
+            u.path.display(),
+            transport.kind,
+            transport.path
+        );
+        listeners.push((index, listener));
+    }
+    Ok(SharedUnix {
+        listeners,
+        _files: files,
+    })
 }
 
 /// The cores the machine offers this process.
@@ -211,19 +271,12 @@ impl Layout {
 
 /// Checks that every TCP listener of `config` can be bound (then lets go of it) and that
 /// its TLS files are usable, so that a port in use or a bad file is one clear error before
-/// any worker process starts.
+/// any worker process starts (Unix sockets: see [`bind_shared_unix`]).
 pub(crate) fn probe_listeners(config: &NodeConfig) -> Result<(), ServerError> {
     tls_configs(config)?;
     for transport in &config.transports {
-        let tcp = match &transport.endpoint {
-            Endpoint::Tcp(tcp) => tcp,
-            Endpoint::Unix(u) => {
-                return Err(ServerError::Unsupported(format!(
-                    "unix endpoint {} ({}) with several worker processes",
-                    u.path.display(),
-                    transport.path
-                )))
-            }
+        let Endpoint::Tcp(tcp) = &transport.endpoint else {
+            continue;
         };
         bind(tcp.addr, tcp.backlog).map_err(|source| ServerError::Bind {
             addr: tcp.addr,
@@ -235,26 +288,37 @@ pub(crate) fn probe_listeners(config: &NodeConfig) -> Result<(), ServerError> {
 }
 
 /// Serves the shards of `layout` until SIGINT or SIGTERM (or, in a worker process, until
-/// the controller goes away). `remote[t]` are thread `t`'s initial links to shards of
-/// other workers; `control` is a worker's control socket, whose later `Link` messages are
-/// handed to the thread that owns the local shard.
+/// the controller goes away), with what the controller `handed` over: each thread's
+/// initial links, the Unix-socket listeners, and the control socket, whose later `Link`
+/// messages are handed to the thread that owns the local shard.
 pub(crate) fn serve(
     config: &NodeConfig,
     layout: &Layout,
-    remote: Vec<Vec<(u16, OwnedFd)>>,
-    control: Option<OwnedFd>,
+    handed: Handed,
 ) -> Result<(), ServerError> {
     let cores = layout.threads;
     let count = usize::from(layout.count);
+    let Handed {
+        remote,
+        unix: mut inherited,
+        control,
+    } = handed;
+    let control = control.map(Arc::new);
 
     // TLS files are read first: a bad file is an error before anything binds.
     let tls_configs = tls_configs(config)?;
     // Unix sockets: bound once, shared by every core (see the module doc).
     let mut socket_files = SocketFiles(Vec::new());
     let mut unix = Vec::new();
-    for transport in &config.transports {
+    for (i, transport) in config.transports.iter().enumerate() {
         unix.push(match &transport.endpoint {
             Endpoint::Unix(u) => {
+                if let Some(at) = inherited.iter().position(|(t, _)| usize::from(*t) == i) {
+                    // The controller bound it and owns its file.
+                    let fd = inherited.swap_remove(at).1;
+                    unix.push(Some(std::os::unix::net::UnixListener::from(fd)));
+                    continue;
+                }
                 let listener =
                     bind_unix(&u.path, u.backlog).map_err(|source| ServerError::BindUnix {
                         path: u.path.clone(),
@@ -364,6 +428,9 @@ pub(crate) fn serve(
             local_in: links_in,
             remote,
             late,
+            control: control.clone(),
+            link_backlog: config.link_backlog,
+            rejoin_timeout: config.rejoin_timeout,
         };
         let layout = *layout;
         let thread = std::thread::Builder::new()
@@ -494,6 +561,12 @@ struct ThreadLinks {
     remote: Vec<(u16, OwnedFd)>,
     /// Links to restarted workers, as the controller makes them.
     late: flume::Receiver<(u16, OwnedFd)>,
+    /// The worker's control socket, for reports (worker processes only).
+    control: Option<Arc<OwnedFd>>,
+    /// The bound of each link's backlog, in bytes.
+    link_backlog: usize,
+    /// How long a rejoining shard waits for the others before it reports the silent ones.
+    rejoin_timeout: Duration,
 }
 
 /// A non-blocking SO_REUSEPORT listener: every core binds its own on the same address.
@@ -638,10 +711,13 @@ fn core_thread(
             local_in,
             remote,
             late,
+            control,
+            link_backlog,
+            rejoin_timeout,
         } = links;
         let local: Vec<Option<Link>> = local_out
             .into_iter()
-            .map(|tx| tx.map(|tx| Link::Local(Rc::new(LinkOut::new(tx, BACKLOG_LIMIT)))))
+            .map(|tx| tx.map(|tx| Link::Local(Rc::new(LinkOut::new(tx, link_backlog)))))
             .collect();
         for link in local.iter().flatten() {
             if let Link::Local(link) = link {
@@ -654,7 +730,10 @@ fn core_thread(
             Shard::new(shard_config)
         };
         shard.set_authenticator(Box::new(authenticator(&listeners, start)?));
-        let core = Rc::new(RefCell::new(Core::new(shard, local, start, layout.worker)));
+        let mut core = Core::new(shard, local, start, layout.worker);
+        core.link_backlog = link_backlog;
+        core.control = control;
+        let core = Rc::new(RefCell::new(core));
         for (to, fd) in remote {
             if let Err(e) = link::install(&core, to, fd) {
                 tracing::error!(core = index, shard = to, error = %e, "cannot use a link");
@@ -684,6 +763,9 @@ fn core_thread(
             monoio::spawn(mailbox(Rc::clone(&core), from, rx));
         }
         monoio::spawn(late_links(Rc::clone(&core), late));
+        if layout.rejoin {
+            monoio::spawn(rejoin_watchdog(Rc::clone(&core), rejoin_timeout));
+        }
         monoio::spawn(ticker(Rc::clone(&core)));
         let mut accepting = Vec::new();
         for (listener, transport) in listeners {
@@ -737,6 +819,33 @@ async fn late_links(core: Rc<RefCell<Core>>, late: flume::Receiver<(u16, OwnedFd
         match link::install(&core, to, fd) {
             Ok(()) => tracing::info!(core = index, shard = to, "linked to a restarted shard"),
             Err(e) => tracing::error!(core = index, shard = to, error = %e, "cannot use a link"),
+        }
+    }
+}
+
+/// A restarted shard still waiting for other shards' state after `timeout` names each
+/// of them to the controller (which restarts its worker: a survivor that cannot answer is
+/// treated as failed), and checks again after each further `timeout` until it is ready.
+async fn rejoin_watchdog(core: Rc<RefCell<Core>>, timeout: Duration) {
+    loop {
+        monoio::time::sleep(timeout).await;
+        let c = core.borrow();
+        if c.shard.is_ready() {
+            return;
+        }
+        let me = c.shard.index();
+        for shard in c.shard.awaited() {
+            tracing::error!(
+                core = me,
+                shard,
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "rejoin timed out: shard {me} still waits for shard {shard}"
+            );
+            if let Some(control) = &c.control {
+                if let Err(e) = control::send_silent(control.as_fd(), me, shard) {
+                    tracing::error!(core = me, shard, error = %e, "cannot report a silent shard");
+                }
+            }
         }
     }
 }

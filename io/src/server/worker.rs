@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::control::{self, ControlMsg};
-use super::{serve, Layout, ServerError};
+use super::{serve, Handed, Layout, ServerError};
 use crate::config::NodeConfig;
 
 /// Which worker this process is, as the controller's command line says.
@@ -69,6 +69,7 @@ pub fn run_worker(config: NodeConfig, plan: &WorkerPlan) -> Result<(), ServerErr
         .try_clone_to_owned()
         .map_err(ServerError::Runtime)?;
     let mut remote: Vec<Vec<(u16, OwnedFd)>> = (0..layout.threads).map(|_| Vec::new()).collect();
+    let mut unix = Vec::new();
     loop {
         match control::recv(&control) {
             Ok(Some(ControlMsg::Link {
@@ -79,7 +80,22 @@ pub fn run_worker(config: NodeConfig, plan: &WorkerPlan) -> Result<(), ServerErr
                 Some(thread) => remote[thread].push((to, fd)),
                 None => tracing::warn!(local, remote = to, "a link that does not fit; ignored"),
             },
+            Ok(Some(ControlMsg::Listener { transport, fd })) => {
+                let is_unix = config
+                    .transports
+                    .get(usize::from(transport))
+                    .is_some_and(|t| matches!(t.endpoint, crate::config::Endpoint::Unix(_)));
+                if is_unix {
+                    unix.push((transport, fd));
+                } else {
+                    tracing::warn!(
+                        transport,
+                        "a listener for no Unix-socket transport; ignored"
+                    );
+                }
+            }
             Ok(Some(ControlMsg::Ready)) => break,
+            Ok(Some(other)) => tracing::warn!(msg = ?other, "unexpected control message"),
             Ok(None) => {
                 return Err(ServerError::Runtime(io::Error::other(
                     "the controller went away before the worker started",
@@ -97,7 +113,12 @@ pub fn run_worker(config: NodeConfig, plan: &WorkerPlan) -> Result<(), ServerErr
         rejoin = plan.rejoin,
         "worker starting"
     );
-    serve(&config, &layout, remote, Some(control))
+    let handed = Handed {
+        remote,
+        unix,
+        control: Some(control),
+    };
+    serve(&config, &layout, handed)
 }
 
 /// The local thread for a link between shard `local` (this worker's) and shard `remote`
@@ -127,6 +148,7 @@ pub(super) fn control_loop(
                 }
             }
             Ok(Some(ControlMsg::Ready)) => {}
+            Ok(Some(other)) => tracing::warn!(msg = ?other, "unexpected control message"),
             Ok(None) => {
                 tracing::warn!(
                     worker = layout.worker,
