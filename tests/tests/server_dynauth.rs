@@ -23,6 +23,11 @@
 //! asked; a static principal whose role the realm lacks gets ABORT `no_such_role`.
 //! Autobahn|JS has no WAMP-SCRAM, and nobody has dynamic SCRAM.
 //!
+//! Cookies across worker processes (`--workers 2 --cores 1`): the ticket session's cookie,
+//! presented on new connections, joins as the same principal on the other worker too
+//! (which worker a connection reaches is the kernel's choice: enough reconnects are made
+//! that both are reached, and the test checks that they were).
+//!
 //! What it does not cover: the failure throttle for dynamic failures end to end (the core
 //! tests in `router/tests_dynamic.rs` do; here the throttle is set out of the way).
 
@@ -31,10 +36,10 @@ use std::process::Command;
 use serde_json::{json, Value};
 use switchyard_tests::{free_port, node_js, python, workspace_root, ClientRun, Node};
 
-fn cookie_config(port: u16) -> Value {
+fn cookie_config(port: u16, max_age: u64) -> Value {
     let mut c = config(port);
     let ws = &mut c["workers"][0]["transports"][0]["paths"]["ws"];
-    ws["cookie"] = json!({"name": "cbtid", "max_age": COOKIE_MAX_AGE});
+    ws["cookie"] = json!({"name": "cbtid", "max_age": max_age});
     ws["auth"]["cookie"] = json!({});
     c
 }
@@ -119,7 +124,7 @@ fn dynamic_authenticator_and_authorizer_decide() {
 #[test]
 fn a_cookie_survives_a_reconnect_and_expires() {
     let port = free_port();
-    let node = Node::start(&cookie_config(port), 2, &[port]);
+    let node = Node::start(&cookie_config(port, COOKIE_MAX_AGE), 2, &[port]);
     let mut cmd = Command::new(python());
     cmd.arg(workspace_root().join("tests/clients/py/cookie_checks.py"))
         .args(["--port", &port.to_string()])
@@ -241,4 +246,69 @@ fn every_dynamic_method_on_websocket_and_rawsocket() {
             "Autobahn|JS {transport}"
         );
     }
+}
+
+/// (session, worker) of every `session joined` log line.
+fn session_workers(node: &Node) -> Vec<(u64, u64)> {
+    node.log_lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["fields"]["message"] == "session joined")
+        .filter_map(|v| {
+            let f = &v["fields"];
+            Some((f["session"].as_u64()?, f["worker"].as_u64()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_cookie_set_by_one_worker_is_accepted_by_the_other() {
+    let port = free_port();
+    let node = Node::start_workers(&cookie_config(port, 600), 2, 1, &[port]);
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("tests/clients/py/cookie_checks.py"))
+        .args(["--port", &port.to_string()])
+        .args(["--max-age", "600", "--reconnects", "24"]);
+    let run = ClientRun::run(cmd);
+    assert!(
+        run.status.success(),
+        "{}\n{:#?}",
+        run.stderr,
+        node.log_lines()
+    );
+    assert_eq!(
+        run.checks(),
+        ["cookie-set", "cookie-reconnect", "cookie-reconnects"]
+    );
+    let ids =
+        |key: &str| -> Vec<u64> { run.lines.iter().filter_map(|l| l[key].as_u64()).collect() };
+    let ticket = ids("ticket_session");
+    let cookie = ids("cookie_session");
+    assert_eq!((ticket.len(), cookie.len()), (1, 25), "{:?}", run.lines);
+    // The log lines may trail the client by a little: wait (bounded) until all are there.
+    let mut places = session_workers(&node);
+    for _ in 0..250 {
+        if cookie
+            .iter()
+            .chain(&ticket)
+            .all(|s| places.iter().any(|p| p.0 == *s))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        places = session_workers(&node);
+    }
+    let worker = |s: u64| {
+        places
+            .iter()
+            .find(|p| p.0 == s)
+            .map(|p| p.1)
+            .unwrap_or_else(|| panic!("no `session joined` line for {s}: {places:?}"))
+    };
+    let bound_on = worker(ticket[0]);
+    let elsewhere = cookie.iter().filter(|&&s| worker(s) != bound_on).count();
+    assert!(
+        elsewhere > 0,
+        "every cookie session landed on worker {bound_on}: {places:?}"
+    );
 }

@@ -4,13 +4,19 @@ Run by tests/tests/server_dynauth.rs against a node whose WebSocket transport tr
 cookies (`"cookie": {"max_age": MAX_AGE}`) and accepts `cookie`, `anonymous` (role
 `backend`) and dynamic `ticket` (authenticator `com.example.authenticate`).
 
-    cookie_checks.py --port PORT --max-age SECONDS
+    cookie_checks.py --port PORT --max-age SECONDS [--reconnects N]
 
 A component registers the authenticator. A browser-like client connects without a cookie,
 gets one (`Set-Cookie: cbtid=...`) and authenticates by ticket; a second connection
 presenting the cookie and offering only `cookie` joins as the same principal with no ticket
 (and is not given a new cookie); after `max_age` the cookie no longer authenticates and a
 new one is set. Each passed check prints `{"check": NAME}`; any failure raises.
+
+With `--reconnects N` (a node of several worker processes) the ticket session prints
+`{"ticket_session": ID}`, then N connections presenting the cookie each join as the same
+principal by cookie and print `{"cookie_session": ID}` (check `cookie-reconnects`), so the
+test can see a cookie set through one worker accepted by another; forgery and expiry are
+left to the single-process run.
 """
 
 import argparse
@@ -98,6 +104,7 @@ async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--max-age", type=int, required=True)
+    p.add_argument("--reconnects", type=int, default=0)
     args = p.parse_args()
 
     comp, why, _ = await connect(args.port, ["anonymous"])
@@ -128,6 +135,23 @@ async def main():
     ), d
     assert again is None, again
     say(check="cookie-reconnect")
+
+    if args.reconnects:
+        say(ticket_session=a._session_id)
+        say(cookie_session=b._session_id)
+        for _ in range(args.reconnects):
+            r, why, _ = await connect(args.port, ["cookie"], cookie=cookie)
+            assert r is not None, why
+            assert (r.details.authid, r.details.authmethod) == ("joe", "cookie"), r.details
+            say(cookie_session=r._session_id)
+            r.leave()
+        say(check="cookie-reconnects")
+        for s in (comp, a, b):
+            if s.is_attached():
+                s.leave()
+        await asyncio.sleep(0)
+        say(done=True)
+        return
 
     # A forged cookie does nothing (and gets replaced).
     forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
