@@ -14,7 +14,7 @@
 //!
 //! What it does not cover: SCRAM from Autobahn|JS (it has none), the failure throttle and the
 //! challenge deadline end to end (unit tests in `core/src/router/auth/tests.rs` do), TLS
-//! channel binding (no TLS transport yet).
+//! channel binding (no transport offers one; the refusal is in `server_dynauth.rs`).
 
 use std::process::Command;
 

@@ -12,7 +12,7 @@
 //! answering one kept), and that SIGTERM closes connections that never joined.
 //!
 //! What it does not cover: TLS session resumption, certificate chains longer than one CA,
-//! the `tls` authentication method. Nothing here asserts timing: read timeouts are upper
+//! the `tls` authentication method (`server_tlsauth.rs` does). Nothing here asserts timing: read timeouts are upper
 //! bounds so that a bug fails instead of hanging.
 
 use std::io::{Read, Write};
