@@ -122,7 +122,15 @@ pub(super) struct OutCall {
     invoking: bool,
     /// The caller accepts progressive results.
     receive_progress: bool,
+    /// Callees whose shard refused the invocation because they had unregistered
+    /// ([`PeerMsg::Unrouted`]); the call is routed again without them. Empty (and not
+    /// allocated) for nearly every call; at most [`MAX_REROUTES`] entries.
+    tried: Vec<Id>,
 }
+
+/// How many times one call is routed again after callees unregistered under it, before
+/// it fails with `wamp.error.no_such_procedure` (each time costs a round trip).
+const MAX_REROUTES: usize = 4;
 
 /// An invocation a callee on this shard must answer.
 #[derive(Debug)]
@@ -675,6 +683,7 @@ impl Shard {
                 registration: Id::MIN,
                 callee: Id::MIN,
                 procedure: None,
+                pattern: false,
                 disclosed: None,
                 receive_progress: false,
                 progress: more,
@@ -729,7 +738,6 @@ impl Shard {
             );
             return;
         }
-        let procedure = pattern.then(|| m.procedure.clone());
         let timeout = m.options.timeout.unwrap_or(0);
         let deadline = (timeout > 0).then(|| self.now.plus_ms(timeout));
         if let Some(d) = deadline {
@@ -745,6 +753,7 @@ impl Shard {
                     canceling: false,
                     invoking: m.options.progress == Some(true),
                     receive_progress: m.options.receive_progress == Some(true),
+                    tried: Vec::new(),
                 },
             );
         }
@@ -753,7 +762,10 @@ impl Shard {
             call: m.request,
             registration: reg_id,
             callee,
-            procedure,
+            // Always sent: the callee's shard hands it back if the callee unregistered
+            // meanwhile, and this shard routes the call again by it.
+            procedure: Some(m.procedure),
+            pattern,
             disclosed,
             receive_progress: m.options.receive_progress == Some(true),
             progress: m.options.progress == Some(true),
@@ -831,6 +843,7 @@ impl Shard {
             registration,
             callee,
             procedure: pattern.then(|| procedure.to_owned()),
+            pattern,
             disclosed: None,
             receive_progress: false,
             progress: false,
@@ -927,7 +940,14 @@ impl Shard {
             return;
         };
         if !j.registrations.contains(&i.registration) {
-            fail(self, "wamp.error.no_such_procedure");
+            // The callee unregistered while the invocation travelled: the caller's shard
+            // routes the call again (another callee of the registration, or a
+            // lower-precedence one). A call whose later chunks follow is not moved.
+            if i.procedure.is_some() && !i.progress {
+                self.send_peer(from, PeerMsg::Unrouted(Box::new(i)));
+            } else {
+                fail(self, "wamp.error.no_such_procedure");
+            }
             return;
         }
         if j.invocations.len() >= limit {
@@ -966,7 +986,7 @@ impl Shard {
                 caller,
                 caller_authid: authid,
                 caller_authrole: authrole,
-                procedure: i.procedure,
+                procedure: if i.pattern { i.procedure } else { None },
                 receive_progress: i.receive_progress.then_some(true),
                 progress: i.progress.then_some(true),
                 timeout: (i.timeout > 0).then_some(i.timeout),
@@ -1100,6 +1120,149 @@ impl Shard {
     }
 
     /// An error for a caller on this shard.
+    /// The callee's shard refused invocation `i` (sent from this shard to `from`): the
+    /// callee had unregistered. Routes the call again without the callees tried so far,
+    /// or fails it.
+    pub(super) fn unrouted(&mut self, from: u16, i: Invoke) {
+        let fail = |shard: &mut Self, error: &str| {
+            shard.peer_call_error(CallError {
+                caller: i.caller,
+                call: i.call,
+                error: error.to_owned(),
+                details: Dict::new(),
+                payload: Payload::empty(),
+            });
+        };
+        if i.caller == self.router_caller {
+            // The router's own calls are not routed again.
+            fail(self, "wamp.error.no_such_procedure");
+            return;
+        }
+        let Some(&conn) = self.by_id.get(&i.caller) else {
+            return;
+        };
+        let Some(j) = self.sessions.get_mut(&conn).and_then(|s| s.joined_mut()) else {
+            return;
+        };
+        let realm = j.realm;
+        let Some(c) = j.calls.get_mut(&i.call) else {
+            // Answered meanwhile (canceled with skip, timed out, or the caller left).
+            return;
+        };
+        if c.callee_shard != from {
+            return;
+        }
+        c.tried.push(i.callee);
+        if c.canceling {
+            // The cancel went to the refusing shard, which holds nothing to interrupt.
+            fail(self, "wamp.error.canceled");
+            return;
+        }
+        if c.tried.len() > MAX_REROUTES {
+            fail(self, "wamp.error.no_such_procedure");
+            return;
+        }
+        let tried = c.tried.clone();
+        let Some(procedure) = i.procedure.clone() else {
+            fail(self, "wamp.error.no_such_procedure");
+            return;
+        };
+        let Some((registration, callee_shard, callee, pattern)) =
+            self.pick_callee_excluding(realm, &procedure, &tried)
+        else {
+            fail(self, "wamp.error.no_such_procedure");
+            return;
+        };
+        if callee_shard != self.index
+            && callee_shard != from
+            && self.calls_to[usize::from(callee_shard)]
+                >= self.config.limits.in_flight_peer_requests
+        {
+            fail(self, "wamp.error.limit_exceeded");
+            return;
+        }
+        if let Some(c) = self
+            .sessions
+            .get_mut(&conn)
+            .and_then(|s| s.joined_mut())
+            .and_then(|j| j.calls.get_mut(&i.call))
+        {
+            c.callee_shard = callee_shard;
+        }
+        call_ended(&mut self.calls_to, from);
+        self.calls_to[usize::from(callee_shard)] += 1;
+        let invoke = Invoke {
+            registration,
+            callee,
+            pattern,
+            ..i
+        };
+        self.send_peer(callee_shard, PeerMsg::Invoke(Box::new(invoke)));
+    }
+
+    /// As [`Shard::pick_callee`], leaving out the callees in `tried` (whose shards
+    /// refused the call): a registration left without callees gives way to the next one
+    /// in precedence.
+    fn pick_callee_excluding(
+        &mut self,
+        realm: u16,
+        procedure: &str,
+        tried: &[Id],
+    ) -> Option<(Id, u16, Id, bool)> {
+        let mut aside: Vec<(String, MatchPolicy, Id)> = Vec::new();
+        let picked = loop {
+            let Some(d) = self
+                .realms
+                .get_mut(usize::from(realm))
+                .map(|r| &mut r.dealer)
+            else {
+                break None;
+            };
+            let Some(reg_id) = d.best(procedure) else {
+                break None;
+            };
+            let Some(g) = d.by_id.get_mut(&reg_id) else {
+                break None;
+            };
+            let left: Vec<(u16, Id)> = g
+                .callees
+                .iter()
+                .filter(|c| !tried.contains(&c.1))
+                .copied()
+                .collect();
+            if left.is_empty() {
+                // Set aside while the next best is found; put back below.
+                let (uri, policy) = (g.uri.clone(), g.policy);
+                d.regs.remove(&uri, policy);
+                aside.push((uri, policy, reg_id));
+                continue;
+            }
+            let n = left.len();
+            let pick = match g.invoke {
+                InvokePolicy::Single | InvokePolicy::First => 0,
+                InvokePolicy::Last => n - 1,
+                InvokePolicy::RoundRobin => {
+                    let i = g.next % n;
+                    g.next = g.next.wrapping_add(1);
+                    i
+                }
+                InvokePolicy::Random => self.rng.below(n as u64) as usize,
+            };
+            let (callee_shard, callee) = left[pick];
+            break Some((reg_id, callee_shard, callee, g.policy != MatchPolicy::Exact));
+        };
+        if let Some(d) = self
+            .realms
+            .get_mut(usize::from(realm))
+            .map(|r| &mut r.dealer)
+        {
+            for (uri, policy, id) in aside {
+                let _ = d.regs.insert(&uri, policy, id);
+            }
+        }
+        picked
+    }
+
     pub(super) fn peer_call_error(&mut self, e: CallError) {
         if e.caller == self.router_caller {
             let message = super::values::args_of(&e.payload)

@@ -753,6 +753,7 @@ impl Shard {
                 self.apply_register_remove(realm, registration, shard, session);
             }
             PeerMsg::Invoke(i) => self.peer_invoke(from, *i),
+            PeerMsg::Unrouted(i) => self.unrouted(from, *i),
             PeerMsg::Yield(y) => self.peer_yield(*y),
             PeerMsg::CallError(e) => self.peer_call_error(*e),
             PeerMsg::Cancel {

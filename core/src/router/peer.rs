@@ -227,6 +227,10 @@ pub enum PeerMsg {
         /// How long the binding holds, in ms from its arrival.
         ttl_ms: u64,
     },
+    /// From a callee's shard back to the caller's: the callee no longer holds the
+    /// registration (it unregistered while the invocation travelled). The caller's shard
+    /// routes the call again without that callee, or answers `no_such_procedure`.
+    Unrouted(Box<Invoke>),
     /// A restarted shard asks to rejoin (attempt `round`): a receiver serving no other
     /// joiner drops what the sender's previous life held, marks it live and answers with a
     /// [`PeerMsg::Snapshot`]; one busy with another joiner answers [`PeerMsg::Busy`].
@@ -458,8 +462,12 @@ pub struct Invoke {
     pub registration: Id,
     /// The callee session chosen.
     pub callee: Id,
-    /// The concrete procedure, sent to the callee for pattern registrations.
+    /// The concrete procedure called (in the first chunk of a call; `None` in later
+    /// chunks of a progressive call).
     pub procedure: Option<String>,
+    /// Whether the registration is a pattern one: only then is the callee told
+    /// `procedure` (in INVOCATION details).
+    pub pattern: bool,
     /// The caller's authid and authrole, when disclosed.
     pub disclosed: Option<(String, String)>,
     /// Whether the caller accepts progressive results.
@@ -570,6 +578,7 @@ mod tag {
     pub(super) const READY: u8 = 0x34;
     pub(super) const FORWARD: u8 = 0x35;
     pub(super) const RESYNC: u8 = 0x36;
+    pub(super) const UNROUTED: u8 = 0x38;
 }
 
 impl PeerMsg {
@@ -723,20 +732,11 @@ impl PeerMsg {
             }
             Self::Invoke(i) => {
                 w.u8(tag::INVOKE);
-                w.id(i.caller);
-                w.id(i.call);
-                w.id(i.registration);
-                w.id(i.callee);
-                w.opt(i.procedure.as_ref(), |w, s| w.str(s));
-                w.opt(i.disclosed.as_ref(), |w, (a, r)| {
-                    w.str(a);
-                    w.str(r);
-                });
-                w.bool(i.receive_progress);
-                w.bool(i.progress);
-                w.u64(i.timeout);
-                w.ppt(&i.ppt);
-                w.payload(&i.payload);
+                w.invoke_body(i);
+            }
+            Self::Unrouted(i) => {
+                w.u8(tag::UNROUTED);
+                w.invoke_body(i);
             }
             Self::Yield(y) => {
                 w.u8(tag::YIELD);
@@ -947,7 +947,7 @@ impl PeerMsg {
         // growing the buffer.
         let payload = match self {
             Self::Publish(p) => p.payload.len() + p.transcoded.len(),
-            Self::Invoke(i) => i.payload.len(),
+            Self::Invoke(i) | Self::Unrouted(i) => i.payload.len(),
             Self::Yield(y) => y.payload.len(),
             Self::CallError(e) => e.payload.len(),
             _ => 0,
@@ -1038,19 +1038,8 @@ impl PeerMsg {
                 shard: r.u16()?,
                 session: r.id("session")?,
             },
-            tag::INVOKE => Self::Invoke(Box::new(Invoke {
-                caller: r.id("caller")?,
-                call: r.id("call")?,
-                registration: r.id("registration")?,
-                callee: r.id("callee")?,
-                procedure: r.opt(R::str)?,
-                disclosed: r.opt(|r| Ok((r.str()?, r.str()?)))?,
-                receive_progress: r.bool()?,
-                progress: r.bool()?,
-                timeout: r.u64()?,
-                ppt: r.ppt()?,
-                payload: r.payload()?,
-            })),
+            tag::INVOKE => Self::Invoke(Box::new(r.invoke_body()?)),
+            tag::UNROUTED => Self::Unrouted(Box::new(r.invoke_body()?)),
             tag::YIELD => Self::Yield(Box::new(YieldMsg {
                 caller: r.id("caller")?,
                 call: r.id("call")?,
@@ -1310,6 +1299,23 @@ impl W<'_> {
             InvokePolicy::Last => 4,
         });
     }
+    fn invoke_body(&mut self, i: &Invoke) {
+        self.id(i.caller);
+        self.id(i.call);
+        self.id(i.registration);
+        self.id(i.callee);
+        self.opt(i.procedure.as_ref(), |w, s| w.str(s));
+        self.bool(i.pattern);
+        self.opt(i.disclosed.as_ref(), |w, (a, r)| {
+            w.str(a);
+            w.str(r);
+        });
+        self.bool(i.receive_progress);
+        self.bool(i.progress);
+        self.u64(i.timeout);
+        self.ppt(&i.ppt);
+        self.payload(&i.payload);
+    }
     fn ppt(&mut self, p: &Ppt) {
         for s in [&p.scheme, &p.serializer, &p.cipher, &p.keyid] {
             self.opt(s.as_ref(), |w, s| w.str(s));
@@ -1505,6 +1511,22 @@ impl R<'_> {
             _ => return Err(PeerError::BadField("invoke")),
         })
     }
+    fn invoke_body(&mut self) -> Result<Invoke, PeerError> {
+        Ok(Invoke {
+            caller: self.id("caller")?,
+            call: self.id("call")?,
+            registration: self.id("registration")?,
+            callee: self.id("callee")?,
+            procedure: self.opt(R::str)?,
+            pattern: self.bool()?,
+            disclosed: self.opt(|r| Ok((r.str()?, r.str()?)))?,
+            receive_progress: self.bool()?,
+            progress: self.bool()?,
+            timeout: self.u64()?,
+            ppt: self.ppt()?,
+            payload: self.payload()?,
+        })
+    }
     fn ppt(&mut self) -> Result<Ppt, PeerError> {
         Ok(Ppt {
             scheme: self.opt(R::str)?,
@@ -1685,6 +1707,7 @@ mod tests {
                 registration: id(8),
                 callee: id(3),
                 procedure: Some("a.b".into()),
+                pattern: true,
                 disclosed: Some(("alice".into(), "user".into())),
                 receive_progress: true,
                 progress: false,
@@ -1695,6 +1718,20 @@ mod tests {
                     Some(Bytes::from_static(&[0x91, 0x01])),
                     None,
                 ),
+            })),
+            PeerMsg::Unrouted(Box::new(Invoke {
+                caller: id(1),
+                call: id(2),
+                registration: id(8),
+                callee: id(3),
+                procedure: Some("a.b.c".into()),
+                pattern: false,
+                disclosed: None,
+                receive_progress: false,
+                progress: false,
+                timeout: 0,
+                ppt: Ppt::default(),
+                payload: Payload::empty(),
             })),
             PeerMsg::Yield(Box::new(YieldMsg {
                 caller: id(1),

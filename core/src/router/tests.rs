@@ -1457,3 +1457,36 @@ fn meta_create_delete_name_the_session() {
         .collect();
     assert_eq!(events, expect);
 }
+
+/// A callee unregisters while the INVOCATION travels toward its shard: the call is handed
+/// back and routed again, here to the lower-precedence prefix registration that still
+/// matches (before, the caller got `wamp.error.no_such_procedure`).
+#[test]
+fn call_to_a_callee_that_unregistered_meanwhile_is_routed_again() {
+    let mut w = World::new(2);
+    w.join(0, 1, RPC);
+    w.join(1, 2, RPC);
+    w.join(1, 3, RPC);
+    w.send(2, r#"[64,1,{},"com.x.y"]"#);
+    let exact: u64 = serde_json::from_str::<serde_json::Value>(&w.take(2)[0]).unwrap()[2]
+        .as_u64()
+        .unwrap();
+    w.send(3, r#"[64,1,{"match":"prefix"},"com.x."]"#);
+    let prefix: u64 = serde_json::from_str::<serde_json::Value>(&w.take(3)[0]).unwrap()[2]
+        .as_u64()
+        .unwrap();
+    // The call leaves shard 0 for the exact registration's callee; before it arrives,
+    // that callee unregisters on shard 1.
+    w.send_held(1, r#"[48,7,{},"com.x.y",[1]]"#);
+    assert!(w.links.iter().any(|l| l.0 == 0 && l.1 == 1));
+    w.send_held(2, &format!("[66,2,{exact}]"));
+    assert_eq!(w.take(2), ["[67,2]"]);
+    w.run();
+    w.check(
+        3,
+        &[&format!(r#"[68,1,{prefix},{{"procedure":"com.x.y"}},[1]]"#)[..]],
+    );
+    assert_eq!(w.take(1), Vec::<String>::new());
+    w.send(3, r#"[70,1,{},[2]]"#);
+    w.check(1, &["[50,7,{},[2]]"]);
+}

@@ -217,6 +217,9 @@ pub(crate) struct RegRec {
 pub(crate) struct CallExpect {
     /// (client, registration tag) pairs whose registration may serve the call.
     pub(crate) callees: Vec<(usize, usize)>,
+    /// (client, tag) pairs of the lower keys: the call reaches them only when routed
+    /// again because every callee above stopped counting on its registration.
+    pub(crate) fallback: Vec<(usize, usize)>,
     /// Whether `wamp.error.no_such_procedure` is a possible answer.
     pub(crate) no_such_procedure: bool,
     /// Whether nothing about the matching registrations was in flight (the answer is

@@ -754,7 +754,12 @@ impl World {
             stable: true,
             ..CallExpect::default()
         };
+        let mut found = false;
         for (_, stable, tags) in keys {
+            if found {
+                e.fallback.extend(tags);
+                continue;
+            }
             // A key is fully stable when all its callees are acknowledged and joined.
             let settled = tags.iter().all(|(o, t)| {
                 let c = &self.clients[*o];
@@ -764,7 +769,7 @@ impl World {
             e.callees.extend(tags);
             if stable {
                 e.no_such_procedure = false;
-                break;
+                found = true;
             }
         }
         e
