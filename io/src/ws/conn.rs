@@ -20,7 +20,7 @@ use crate::ws::deflate::{DeflateError, PerMessageDeflate};
 use crate::ws::frame::{
     self, FrameHeader, FrameLimits, OpCode, ProtocolError, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use crate::ws::mask::{apply_mask, unmask_into};
+use crate::ws::mask::{apply_mask, unmask_into, unmask_into_bytes};
 use crate::ws::utf8::{self, Utf8Validator};
 
 /// Once a frame's payload starts to arrive, its buffer is reserved up to this much ahead of
@@ -289,16 +289,26 @@ impl Connection {
     }
 
     /// The next event, or `None` when there is none.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        if event.is_some() {
-            self.events_polled += 1;
+        match self.events.pop_front() {
+            Some(event) => {
+                self.events_polled += 1;
+                Some(event)
+            }
+            None => {
+                self.release_events();
+                None
+            }
         }
-        if event.is_none() && self.events.capacity() != 0 {
-            // An idle connection keeps no buffer, not even the queue's few slots.
+    }
+
+    /// An idle connection keeps no buffer, not even the event queue's few slots.
+    #[cold]
+    fn release_events(&mut self) {
+        if self.events.capacity() != 0 {
             self.events = VecDeque::new();
         }
-        event
     }
 
     /// Appends the frames the protocol obliges us to send (pongs, keep-alive pings, the
@@ -478,6 +488,10 @@ impl Connection {
                 if input.is_empty() {
                     return Ok(());
                 }
+                if let Some(rest) = self.read_small_message(input, &mut arena)? {
+                    input = rest;
+                    continue;
+                }
                 let Some(header) = self.read_header(&mut input)? else {
                     return Ok(());
                 };
@@ -545,6 +559,51 @@ impl Connection {
         }
     }
 
+    /// The fast path for the commonest frame: a small whole message from a client (final,
+    /// text or binary, no RSV bits, masked, a 7-bit length, within the limits), with its
+    /// payload in `input`, no header saved from the previous read and no fragmented message
+    /// open. Returns what follows it in `input`, or `None` when anything differs: the general
+    /// path then makes every check in wire order and reports the first rule broken.
+    #[inline]
+    fn read_small_message<'a>(
+        &mut self,
+        input: &'a [u8],
+        arena: &mut BytesMut,
+    ) -> Result<Option<&'a [u8]>, ProtocolError> {
+        let [b0, b1, k0, k1, k2, k3, rest @ ..] = input else {
+            return Ok(None);
+        };
+        let len = usize::from(b1 & 0x7f);
+        // 0x81 and 0x82: FIN, no RSV bit, text or binary. 0x80 in the second byte: masked.
+        // A length byte under 126 is the whole length.
+        if !(*b0 == 0x81 || *b0 == 0x82)
+            || b1 & 0x80 == 0
+            || len >= 126
+            || len > rest.len()
+            || self.header_len != 0
+            || self.message.is_some()
+            || !self.limits.expect_masked
+            || len as u64 > self.limits.max_frame_size
+            || len > self.config.max_message_size
+        {
+            return Ok(None);
+        }
+        let (payload, rest) = rest.split_at(len);
+        let text = *b0 == 0x81;
+        if arena.capacity() - arena.len() < len {
+            // The rest of the read bounds what its small messages can need.
+            *arena = BytesMut::with_capacity((len + rest.len()).min(ARENA_SIZE).max(len));
+        }
+        // Unmasking also tells whether the text is all ASCII, which settles its validation.
+        let ascii = unmask_into_bytes(arena, payload, [*k0, *k1, *k2, *k3], 0);
+        let data = arena.split().freeze();
+        if text && !ascii && !utf8::is_valid(&data) {
+            return Err(ProtocolError::TextNotUtf8);
+        }
+        self.push_event(Event::Message { text, data });
+        Ok(Some(rest))
+    }
+
     fn whole_message_at_once(&self, header: &FrameHeader, input: &[u8]) -> bool {
         header.fin
             && matches!(header.opcode, OpCode::Text | OpCode::Binary)
@@ -578,22 +637,26 @@ impl Connection {
                 limit: self.config.max_message_size as u64,
             });
         }
-        let data = if len <= SMALL_MESSAGE {
+        // Unmasking also tells whether the text is all ASCII, which settles its validation.
+        let (data, ascii) = if len <= SMALL_MESSAGE {
             if arena.capacity() < len {
                 // The rest of the read bounds what its small messages can need.
                 *arena = BytesMut::with_capacity(input.len().min(ARENA_SIZE).max(len));
             }
-            arena.extend_from_slice(payload);
-            if let Some(key) = header.mask {
-                apply_mask(arena, key, 0);
-            }
-            arena.split().freeze()
+            let ascii = match header.mask {
+                Some(key) => unmask_into_bytes(arena, payload, key, 0),
+                None => {
+                    arena.extend_from_slice(payload);
+                    false
+                }
+            };
+            (arena.split().freeze(), ascii)
         } else {
             let mut data = Vec::with_capacity(len);
-            unmask_payload(&mut data, payload, header.mask, 0);
-            Bytes::from(data)
+            let ascii = unmask_payload(&mut data, payload, header.mask, 0);
+            (Bytes::from(data), ascii)
         };
-        if text && !utf8::is_valid(&data) {
+        if text && !ascii && !utf8::is_valid(&data) {
             return Err(ProtocolError::TextNotUtf8);
         }
         self.push_event(Event::Message { text, data });
@@ -674,9 +737,17 @@ impl Connection {
             let ahead = RESERVE_AHEAD.max(chunk.len().saturating_mul(RESERVE_FACTOR));
             message.data.reserve(remaining.min(ahead as u64) as usize);
         }
-        unmask_payload(&mut message.data, chunk, header.mask, phase);
-        if message.text && message.utf8.feed(&message.data[start..]).is_err() {
-            return Err(ProtocolError::TextNotUtf8);
+        let ascii = unmask_payload(&mut message.data, chunk, header.mask, phase);
+        if message.text {
+            let new = &message.data[start..];
+            let fed = if ascii {
+                message.utf8.feed_ascii(new)
+            } else {
+                message.utf8.feed(new)
+            };
+            if fed.is_err() {
+                return Err(ProtocolError::TextNotUtf8);
+            }
         }
         Ok(())
     }
@@ -896,9 +967,14 @@ fn check_message_size(len: u64, config: &Config) -> Result<(), ProtocolError> {
 }
 
 /// Appends `payload` to `dst`, unmasking it with `mask` (if any) from key byte `phase`.
-fn unmask_payload(dst: &mut Vec<u8>, payload: &[u8], mask: Option<[u8; 4]>, phase: usize) {
+/// Returns whether the appended bytes are known to be ASCII: found while unmasking; an
+/// unmasked payload is not looked at here (`false`), its validation does that.
+fn unmask_payload(dst: &mut Vec<u8>, payload: &[u8], mask: Option<[u8; 4]>, phase: usize) -> bool {
     match mask {
         Some(key) => unmask_into(dst, payload, key, phase),
-        None => dst.extend_from_slice(payload),
+        None => {
+            dst.extend_from_slice(payload);
+            false
+        }
     }
 }

@@ -8,7 +8,10 @@
 //!
 //! This module does not parse frames, choose keys or know which role masks: it only XORs.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::BytesMut;
 
 /// Unmasks (or masks: XOR is symmetric) `buf` in place with `key`, starting at byte `phase`
 /// of the key, so a payload can be unmasked in chunks: a chunk that starts `n` bytes into
@@ -82,20 +85,96 @@ fn mask_short(buf: &mut [u8], key: [u8; 4], phase: usize) {
 
 /// Appends `src` unmasked to `dst` in one pass: the same bytes as `extend_from_slice`
 /// followed by [`apply_mask`] on the new tail, without reading and writing them twice.
+/// Returns whether every appended byte is ASCII (below 0x80), found in the same pass, so a
+/// text message's UTF-8 validation can skip an all-ASCII chunk.
 ///
 /// For a receiver that copies each payload chunk out of a shared read buffer: copying and
-/// unmasking are both memory-bound, so fusing them saves a pass. Uses AVX2 when the CPU
-/// has it and `src` is at least 64 bytes; otherwise copies, then unmasks.
-pub fn unmask_into(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if src.len() >= SHORT && selected_kernel() == Kernel::Avx2 {
-        // SAFETY: `selected_kernel` returns `Avx2` only after AVX2 was detected on this CPU.
-        unsafe { x86::avx2_into(dst, src, key, phase) };
-        return;
-    }
+/// unmasking are both memory-bound, so fusing them saves a pass.
+pub fn unmask_into(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) -> bool {
+    dst.reserve(src.len());
     let start = dst.len();
-    dst.extend_from_slice(src);
-    apply_mask(&mut dst[start..], key, phase);
+    let (written, ascii) = unmask_to_uninit(dst.spare_capacity_mut(), src, key, phase);
+    // SAFETY: `reserve` made room for `src.len()` bytes, so `unmask_to_uninit` initialised
+    // `written == src.len()` bytes of the spare capacity right after the old length.
+    unsafe { dst.set_len(start + written) };
+    ascii
+}
+
+/// [`unmask_into`] for a `BytesMut` (the per-read arena small messages are cut from).
+#[inline]
+pub fn unmask_into_bytes(dst: &mut BytesMut, src: &[u8], key: [u8; 4], phase: usize) -> bool {
+    dst.reserve(src.len());
+    let start = dst.len();
+    let (written, ascii) = unmask_to_uninit(dst.spare_capacity_mut(), src, key, phase);
+    // SAFETY: as in `unmask_into`: `written == src.len()` bytes after the old length were
+    // initialised, inside the capacity `reserve` guaranteed.
+    unsafe { dst.set_len(start + written) };
+    ascii
+}
+
+/// Writes `src` unmasked (from key byte `phase`) to the start of `dst` and returns how many
+/// bytes it wrote, `min(src.len(), dst.len())`, and whether they are all ASCII. Every one of
+/// those bytes is initialised when it returns; nothing past them is touched.
+#[inline]
+pub fn unmask_to_uninit(
+    dst: &mut [MaybeUninit<u8>],
+    src: &[u8],
+    key: [u8; 4],
+    phase: usize,
+) -> (usize, bool) {
+    let len = src.len().min(dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if len >= SHORT && selected_kernel() == Kernel::Avx2 {
+        let (dst, src) = (&mut dst[..len], &src[..len]);
+        // SAFETY: `selected_kernel` returns `Avx2` only after AVX2 was detected on this CPU,
+        // and `dst` and `src` have the same length, the kernel's other precondition.
+        let ascii = unsafe { x86::avx2_to(dst, src, key, phase) };
+        return (len, ascii);
+    }
+    (len, unmask_to_portable(dst, src, key, phase))
+}
+
+/// The portable kernel of [`unmask_to_uninit`]: `u64` words, then one `u32`, then bytes,
+/// through raw pointers (the safe `chunks_exact` form cost 90 instructions for a 16-byte
+/// message, more than the rest of reading it). Writes `min(dst.len(), src.len())` bytes.
+#[inline]
+fn unmask_to_portable(dst: &mut [MaybeUninit<u8>], src: &[u8], key: [u8; 4], phase: usize) -> bool {
+    let len = src.len().min(dst.len());
+    let key = rotate(key, phase);
+    let k32 = u32::from_ne_bytes(key);
+    // The key twice: the same in either byte order, since both halves are equal.
+    let k64 = u64::from(k32) | (u64::from(k32) << 32);
+    let from = src.as_ptr();
+    let to = dst.as_mut_ptr().cast::<u8>();
+    let mut high = 0u64;
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: `i + 8 <= len`, and `len` is at most the length of both slices, so the
+        // 8-byte read stays inside `src` and the write inside `dst`; both are unaligned
+        // accesses, which `read_unaligned`/`write_unaligned` allow.
+        let w = unsafe { from.add(i).cast::<u64>().read_unaligned() } ^ k64;
+        // SAFETY: as above.
+        unsafe { to.add(i).cast::<u64>().write_unaligned(w) };
+        high |= w;
+        i += 8;
+    }
+    if i + 4 <= len {
+        // SAFETY: `i + 4 <= len`, as for the words above.
+        let w = unsafe { from.add(i).cast::<u32>().read_unaligned() } ^ k32;
+        // SAFETY: as above.
+        unsafe { to.add(i).cast::<u32>().write_unaligned(w) };
+        high |= u64::from(w);
+        i += 4;
+    }
+    // `i` is a multiple of 4 here, so byte `i + j` uses key byte `j`.
+    for (j, k) in key.iter().enumerate().take(len - i) {
+        // SAFETY: `i + j < len` (`take(len - i)`), inside both slices.
+        let b = unsafe { from.add(i + j).read() } ^ k;
+        // SAFETY: as above.
+        unsafe { to.add(i + j).write(b) };
+        high |= u64::from(b);
+    }
+    high & 0x8080_8080_8080_8080 == 0
 }
 
 /// The reference: one byte at a time, `buf[i] ^= key[(phase + i) % 4]`.
@@ -230,12 +309,14 @@ mod x86 {
     //! hand the tail (under one vector) to the portable loop.
 
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm256_load_si256, _mm256_loadu_si256, _mm256_set1_epi32,
-        _mm256_store_si256, _mm256_storeu_si256, _mm256_xor_si256, _mm_load_si128, _mm_set1_epi32,
-        _mm_store_si128, _mm_xor_si128,
+        __m128i, __m256i, _mm256_load_si256, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_store_si256,
+        _mm256_storeu_si256, _mm256_xor_si256, _mm_load_si128, _mm_set1_epi32, _mm_store_si128,
+        _mm_xor_si128,
     };
+    use std::mem::MaybeUninit;
 
-    use super::{apply_mask_bytewise, apply_mask_fallback, rotate};
+    use super::{apply_mask_bytewise, apply_mask_fallback, rotate, unmask_to_portable};
 
     /// AVX2 kernel.
     ///
@@ -279,56 +360,63 @@ mod x86 {
         apply_mask_fallback(vectors.into_remainder(), key, phase);
     }
 
-    /// AVX2 kernel of [`super::unmask_into`]: unaligned loads from `src`, unaligned stores
-    /// into `dst`'s spare capacity, then one `set_len`.
+    /// AVX2 kernel of [`super::unmask_to_uninit`]: unaligned loads from `src`, unaligned
+    /// stores into `dst`, the OR of every unmasked byte kept for the ASCII answer.
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2.
+    /// The CPU must support AVX2, and `dst.len() == src.len()`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn avx2_into(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) {
-        dst.reserve(src.len());
-        let start = dst.len();
+    pub(super) unsafe fn avx2_to(
+        dst: &mut [MaybeUninit<u8>],
+        src: &[u8],
+        key: [u8; 4],
+        phase: usize,
+    ) -> bool {
         let len = src.len();
         let k = rotate(key, phase);
         let m = _mm256_set1_epi32(i32::from_ne_bytes(k));
         let from = src.as_ptr();
-        let to = dst.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let to = dst.as_mut_ptr().cast::<u8>();
         let blocks = len / 128 * 128;
         let vectors = len / 32 * 32;
+        let mut high = _mm256_setzero_si256();
         let mut i = 0;
         while i < blocks {
             // SAFETY: `i + 128 <= len`: the loads stay inside `src`, and the stores inside
-            // the `len` bytes of spare capacity `reserve` guaranteed. Unaligned forms are
-            // used on both sides, so no alignment is assumed. AVX2 is enabled here.
+            // `dst`, which has the same length. Unaligned forms are used on both sides, so
+            // no alignment is assumed. AVX2 is enabled here.
             unsafe {
-                let a = _mm256_loadu_si256(from.add(i).cast::<__m256i>());
-                let b = _mm256_loadu_si256(from.add(i + 32).cast::<__m256i>());
-                let c = _mm256_loadu_si256(from.add(i + 64).cast::<__m256i>());
-                let d = _mm256_loadu_si256(from.add(i + 96).cast::<__m256i>());
-                _mm256_storeu_si256(to.add(i).cast::<__m256i>(), _mm256_xor_si256(a, m));
-                _mm256_storeu_si256(to.add(i + 32).cast::<__m256i>(), _mm256_xor_si256(b, m));
-                _mm256_storeu_si256(to.add(i + 64).cast::<__m256i>(), _mm256_xor_si256(c, m));
-                _mm256_storeu_si256(to.add(i + 96).cast::<__m256i>(), _mm256_xor_si256(d, m));
+                let a = _mm256_xor_si256(_mm256_loadu_si256(from.add(i).cast()), m);
+                let b = _mm256_xor_si256(_mm256_loadu_si256(from.add(i + 32).cast()), m);
+                let c = _mm256_xor_si256(_mm256_loadu_si256(from.add(i + 64).cast()), m);
+                let d = _mm256_xor_si256(_mm256_loadu_si256(from.add(i + 96).cast()), m);
+                _mm256_storeu_si256(to.add(i).cast::<__m256i>(), a);
+                _mm256_storeu_si256(to.add(i + 32).cast::<__m256i>(), b);
+                _mm256_storeu_si256(to.add(i + 64).cast::<__m256i>(), c);
+                _mm256_storeu_si256(to.add(i + 96).cast::<__m256i>(), d);
+                high = _mm256_or_si256(
+                    high,
+                    _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d)),
+                );
             }
             i += 128;
         }
         while i < vectors {
             // SAFETY: `i + 32 <= len`, as above.
             unsafe {
-                let a = _mm256_loadu_si256(from.add(i).cast::<__m256i>());
-                _mm256_storeu_si256(to.add(i).cast::<__m256i>(), _mm256_xor_si256(a, m));
+                let a = _mm256_xor_si256(_mm256_loadu_si256(from.add(i).cast()), m);
+                _mm256_storeu_si256(to.add(i).cast::<__m256i>(), a);
+                high = _mm256_or_si256(high, a);
             }
             i += 32;
         }
-        // `vectors` is a multiple of 4, so byte `j` of the tail uses `k[j % 4]`.
-        for (j, &byte) in src.iter().enumerate().skip(vectors) {
-            // SAFETY: `j < len`, inside the reserved spare capacity.
-            unsafe { to.add(j).write(byte ^ k[j & 3]) };
-        }
-        // SAFETY: the loops above initialised every byte of `start..start + len`, and
-        // `reserve` made room for them.
-        unsafe { dst.set_len(start + len) };
+        // `vectors` is a multiple of 4, so the tail starts at phase 0 of the rotated key.
+        let tail_ascii = match (dst.get_mut(vectors..), src.get(vectors..)) {
+            (Some(d), Some(s)) => unmask_to_portable(d, s, k, 0),
+            _ => true,
+        };
+        _mm256_movemask_epi8(high) == 0 && tail_ascii
     }
 
     /// SSE2 kernel.
@@ -459,11 +547,79 @@ mod tests {
                     expect.extend_from_slice(part);
                     apply_mask_bytewise(&mut expect[4..], KEY, phase);
                     let mut dst = b"kept".to_vec();
-                    unmask_into(&mut dst, part, KEY, phase);
+                    let ascii = unmask_into(&mut dst, part, KEY, phase);
+                    assert_eq!(ascii, expect[4..].is_ascii(), "len {len}, phase {phase}");
                     assert_eq!(dst, expect, "len {len}, offset {offset}, phase {phase}");
                 }
             }
         }
+    }
+
+    /// The fused kernels on `plain` masked at `offset` into a buffer, from `phase`: the
+    /// unmasked bytes and the ASCII answer must match the reference and `is_ascii`.
+    fn check_fused(plain: &[u8], offset: usize, phase: usize) {
+        let mut src = vec![0x55; offset];
+        src.extend_from_slice(plain);
+        apply_mask_bytewise(&mut src[offset..], KEY, phase);
+        let src = &src[offset..];
+        let ascii = plain.is_ascii();
+        let what = format!("len {}, offset {offset}, phase {phase}", plain.len());
+        let mut dst = b"kept".to_vec();
+        assert_eq!(unmask_into(&mut dst, src, KEY, phase), ascii, "vec {what}");
+        assert_eq!((&dst[..4], &dst[4..]), (&b"kept"[..], plain), "vec {what}");
+        let mut arena = BytesMut::from(&b"kept"[..]);
+        assert_eq!(
+            unmask_into_bytes(&mut arena, src, KEY, phase),
+            ascii,
+            "bytes {what}"
+        );
+        assert_eq!(
+            (&arena[..4], &arena[4..]),
+            (&b"kept"[..], plain),
+            "bytes {what}"
+        );
+        // The portable kernel on its own (the dispatcher sends only short input to it on
+        // an AVX2 machine), into a longer destination whose rest stays untouched.
+        let mut out = vec![MaybeUninit::new(0xee); plain.len() + 3];
+        let (written, found) = unmask_to_uninit(&mut out[..plain.len()], src, KEY, phase);
+        assert_eq!(written, plain.len(), "{what}");
+        assert_eq!(found, ascii, "dispatch {what}");
+        let portable = unmask_to_portable(&mut out[..plain.len()], src, KEY, phase);
+        assert_eq!(portable, ascii, "portable {what}");
+        // SAFETY: every element was initialised by `vec![MaybeUninit::new(..)]` and then
+        // overwritten with initialised bytes only.
+        let out: Vec<u8> = out.iter().map(|b| unsafe { b.assume_init() }).collect();
+        assert_eq!(&out[..plain.len()], plain, "portable {what}");
+        assert_eq!(&out[plain.len()..], &[0xee; 3], "portable {what}");
+    }
+
+    #[test]
+    fn fused_unmask_matches_reference_and_finds_non_ascii_anywhere() {
+        let ascii: Vec<u8> = (0..300).map(|i| b' ' + (i * 7 % 90) as u8).collect();
+        for len in 0..=300 {
+            for offset in 0..32 {
+                for phase in 0..4 {
+                    check_fused(&ascii[..len], offset, phase);
+                }
+            }
+            // One non-ASCII byte at every position, of every value with the top bit.
+            for at in 0..len {
+                let mut plain = ascii[..len].to_vec();
+                plain[at] = 0x80 | (at as u8);
+                check_fused(&plain, at % 7, at % 4);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_unmask_writes_no_more_than_the_shorter_side() {
+        let src = [0u8; 100];
+        let mut out = vec![MaybeUninit::new(1u8); 40];
+        assert_eq!(unmask_to_uninit(&mut out, &src, KEY, 0).0, 40);
+        let mut out = vec![MaybeUninit::new(1u8); 200];
+        assert_eq!(unmask_to_uninit(&mut out, &src, KEY, 0).0, 100);
+        // SAFETY: initialised by `vec![MaybeUninit::new(..)]`, overwritten with bytes.
+        assert_eq!(unsafe { out[150].assume_init() }, 1);
     }
 
     #[test]
@@ -536,7 +692,8 @@ mod tests {
             let mut dst = Vec::with_capacity(spare);
             dst.extend_from_slice(&data[..spare.min(data.len())]);
             let before = dst.clone();
-            unmask_into(&mut dst, &data, key, phase);
+            let ascii = unmask_into(&mut dst, &data, key, phase);
+            prop_assert_eq!(ascii, expect.is_ascii());
             prop_assert_eq!(&dst[..before.len()], &before[..]);
             prop_assert_eq!(&dst[before.len()..], &expect[..]);
         }
