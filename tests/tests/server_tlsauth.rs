@@ -10,9 +10,12 @@
 //! client program over a plain transport). The right certificate joins with the
 //! principal's role; an unknown one, another CA's, or none never gets a session.
 //!
-//! What it does not cover: RawSocket (the same core path: the method only reads what the
-//! TLS layer verified), Autobahn|JS (node's `tls` client-certificate options were not
-//! wired up here).
+//! Autobahn|JS (`tests/clients/js/tlsauth_checks.js`) joins a TLS RawSocket transport with
+//! static `tls`: its RawSocket transport's `net.connect` is swapped for `tls.connect` with
+//! the client certificate, since Autobahn|JS on Node has no client-certificate option (its
+//! WebSocket is Node's built-in one, which has none either).
+//!
+//! What it does not cover: Autobahn|JS over `wss://` with a client certificate (see above).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +26,7 @@ use rcgen::{
 };
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-use switchyard_tests::{free_port, python, workspace_root, ClientRun, Node};
+use switchyard_tests::{free_port, node_js, python, workspace_root, ClientRun, Node};
 
 fn make_ca(name: &str) -> (Certificate, KeyPair) {
     let key = KeyPair::generate().unwrap();
@@ -54,8 +57,8 @@ fn leaf(
     (cert.pem(), key.serialize_pem(), sha1.join(":"))
 }
 
-fn config(ports: [u16; 4], alice_sha1: &str) -> Value {
-    let [static_port, open_port, dynamic_port, plain_port] = ports;
+fn config(ports: [u16; 5], alice_sha1: &str) -> Value {
+    let [static_port, open_port, dynamic_port, plain_port, raw_port] = ports;
     let all = json!({"call": true, "register": true, "publish": true, "subscribe": true});
     let tls = |ca: bool| {
         let mut t = json!({"key": "server.key", "certificate": "server.crt"});
@@ -90,7 +93,8 @@ fn config(ports: [u16; 4], alice_sha1: &str) -> Value {
                 }},
                 {"type": "websocket", "endpoint": endpoint(plain_port, None), "auth": {
                     "anonymous": {"type": "static", "role": "backend"}
-                }}
+                }},
+                {"type": "rawsocket", "endpoint": endpoint(raw_port, Some(tls(true))), "auth": static_tls}
             ]
         }]
     })
@@ -116,7 +120,13 @@ fn client_certificates_decide_tls_authentication() {
         client("bob", &ca),
         client("mallory", &other_ca),
     );
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
     let files = [
         ("server.key", server.1.clone()),
         ("server.crt", server.0.clone()),
@@ -169,4 +179,23 @@ fn client_certificates_decide_tls_authentication() {
             "{serializer}"
         );
     }
+    let mut cmd = node_js();
+    cmd.arg("tlsauth_checks.js")
+        .args(["--raw-port", &ports[4].to_string()])
+        .arg("--ca")
+        .arg(node.dir.join("ca.crt"))
+        .arg("--certs")
+        .arg(&certs);
+    let run = ClientRun::run(cmd);
+    assert!(
+        run.status.success(),
+        "Autobahn|JS failed after {:?}:\n{}\n{:#?}",
+        run.checks(),
+        run.stderr,
+        node.log_lines()
+    );
+    assert_eq!(
+        run.checks(),
+        ["js-right-cert", "js-unknown-cert", "js-other-ca"]
+    );
 }
