@@ -83,6 +83,9 @@ pub struct WorkerArgs {
     /// The node's epoch on the system-wide monotonic clock, in microseconds.
     #[arg(long, default_value_t = 0)]
     pub epoch_us: u64,
+    /// Busy polling after activity, in microseconds; overrides the configuration.
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u32>,
 }
 
 /// Where the configuration comes from.
@@ -114,6 +117,11 @@ pub struct StartArgs {
     /// Router worker processes; overrides the configuration.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+    /// Microseconds each core busy-polls after connection activity before it sleeps
+    /// (0: off, the default); overrides the configuration's `options.busy_poll_us`.
+    /// Lowers round-trip latency when the router has CPUs of its own; costs CPU time.
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub busy_poll_us: Option<u32>,
 }
 
 /// `init`'s options.
@@ -291,6 +299,9 @@ fn start(args: StartArgs) -> ExitCode {
     if let Some(workers) = args.workers {
         node.workers = usize::from(workers);
     }
+    if let Some(us) = args.busy_poll_us {
+        node.busy_poll = Duration::from_micros(u64::from(us));
+    }
     raise_nofile_limit();
 
     let dir = node_dir(args.source.cbdir.as_deref());
@@ -353,6 +364,10 @@ fn run_controller(node: &NodeConfig, args: &StartArgs, dir: &Path) -> Result<(),
         worker_args.push("--cbdir".into());
         worker_args.push(cbdir.clone().into_os_string());
     }
+    if let Some(us) = args.busy_poll_us {
+        worker_args.push("--busy-poll-us".into());
+        worker_args.push(us.to_string().into());
+    }
     let plan = ControllerPlan {
         workers,
         threads,
@@ -376,6 +391,10 @@ fn worker(args: &WorkerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut node = node;
+    if let Some(us) = args.busy_poll_us {
+        node.busy_poll = Duration::from_micros(u64::from(us));
+    }
     raise_nofile_limit();
     let plan = WorkerPlan {
         index: args.index,

@@ -165,6 +165,11 @@ struct CommonArgs {
     /// Seed for WebSocket keys and masks.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Microseconds each executor spins looking for work before it sleeps (default 0:
+    /// sleep at once). Removes an idle core's wake-up latency from the measured round
+    /// trips; use it when the load generator has cores of its own.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -323,6 +328,7 @@ fn target_of(args: &CommonArgs) -> anyhow::Result<switchyard_loadgen::target::Ta
         drain_secs: 0.0,
         sources: 1,
         seed: 0,
+        spin_us: 0,
     }
     .target()
 }
@@ -374,6 +380,7 @@ fn run(
             drain_secs: args.drain,
             sources: fit.sources,
             seed: args.seed,
+            spin_us: args.spin_us,
         },
         scenario,
         worker: 0,

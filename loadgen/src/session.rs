@@ -246,8 +246,24 @@ impl Session {
         }
     }
 
+    /// A message already read and decoded, without waiting or touching the socket: lets a
+    /// scenario handle every message one read brought before it writes its answers once.
+    pub fn try_recv(&mut self) -> Option<Result<Message, SessionError>> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(Ok(m));
+        }
+        self.wire
+            .poll_message()
+            .map(|r| r.map_err(SessionError::from))
+    }
+
     /// The next message, or `None` once `deadline_ns` (see [`sys::now_ns`]) has passed.
     pub async fn recv_until(&mut self, deadline_ns: u64) -> Result<Option<Message>, SessionError> {
+        // A message already decoded needs no timer: arming and cancelling one per message
+        // cost more than the message itself at high rates.
+        if let Some(r) = self.try_recv() {
+            return r.map(Some);
+        }
         let wait = deadline_ns.saturating_sub(sys::now_ns());
         futures_lite::future::or(async { self.recv().await.map(Some) }, async {
             glommio::timer::sleep(Duration::from_nanos(wait)).await;

@@ -23,6 +23,7 @@ fn plan(router: &FakeRouter, ws: bool, serializer: &str, scenario: Scenario, cor
             drain_secs: 0.7,
             sources: 3,
             seed: 7,
+            spin_us: 0,
         },
         scenario,
         worker: 0,

@@ -45,6 +45,7 @@ fn plan(url: String, serializer: &str, scenario: Scenario) -> Plan {
             drain_secs: 1.0,
             sources: 3,
             seed: 11,
+            spin_us: 0,
         },
         scenario,
         worker: 0,

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// The bytes waiting for one other shard (on an in-process link or a link to another
     /// worker) past which that shard is treated as stalled (`options.link_backlog`).
     pub link_backlog: usize,
+    /// How long each core busy-polls after connection activity before it sleeps (the
+    /// router worker's `options.busy_poll_us`; zero, the default, is off).
+    pub busy_poll: Duration,
     /// Every WAMP service's `auth` section, in configuration order (services name theirs
     /// by `auth_index`): what the router's [`switchyard_core::router::Configured`]
     /// authenticator serves.
@@ -360,6 +363,7 @@ pub fn default_config() -> NodeConfig {
             workers: 1,
             rejoin_timeout: DEFAULT_REJOIN_TIMEOUT,
             link_backlog: DEFAULT_LINK_BACKLOG,
+            busy_poll: Duration::ZERO,
             auth: Vec::new(),
         })
 }

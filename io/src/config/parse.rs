@@ -140,6 +140,7 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
     let mut workers = 1;
     let mut rejoin_timeout = DEFAULT_REJOIN_TIMEOUT;
     let mut link_backlog = DEFAULT_LINK_BACKLOG;
+    let mut busy_poll = Duration::ZERO;
     let mut auth_limits = AuthLimits::default();
     let mut limits = Limits::default();
     if let Some((path, value)) = obj.take("options") {
@@ -171,6 +172,12 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
             if let Some((p, v)) = options.take("dynamic_auth_timeout") {
                 if let Some(ms) = w.int(Field::new(v, &p), 1, 3_600_000) {
                     limits.router_call_timeout_ms = ms;
+                }
+            }
+            // Switchyard's own: microseconds a core busy-polls after activity (0: off).
+            if let Some((p, v)) = options.take("busy_poll_us") {
+                if let Some(us) = w.int(Field::new(v, &p), 0, 1_000_000) {
+                    busy_poll = Duration::from_micros(us);
                 }
             }
             options.take("title");
@@ -261,6 +268,7 @@ fn worker(w: &mut Walk, field: Field<'_>, have_router: bool) -> Option<NodeConfi
         workers,
         rejoin_timeout,
         link_backlog,
+        busy_poll,
         auth,
     })
 }

@@ -296,7 +296,9 @@ async fn run(
             Wire::Ws(ws) => ws.poll_timeout(),
             Wire::Raw(_) => keepalive.as_ref().map(KeepAlive::deadline),
         };
-        match wait(link, shared, timer).await {
+        let wake = wait(link, shared, timer).await;
+        super::spin::activity();
+        match wake {
             Wake::Output => {}
             Wake::Timer => match wire {
                 Wire::Ws(ws) => ws.handle_timeout(Instant::now()),

@@ -44,6 +44,7 @@ mod conn;
 pub(crate) mod control;
 mod core;
 mod link;
+mod spin;
 mod stream;
 mod tls;
 mod worker;
@@ -433,9 +434,12 @@ pub(crate) fn serve(
             rejoin_timeout: config.rejoin_timeout,
         };
         let layout = *layout;
+        let busy_poll = config.busy_poll;
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || core_thread(layout, shard_config, mine, links, stop_rx, start))
+            .spawn(move || {
+                core_thread(layout, shard_config, mine, links, stop_rx, start, busy_poll)
+            })
             .map_err(ServerError::Runtime)?;
         threads.push(thread);
     }
@@ -694,6 +698,7 @@ fn core_thread(
     links: ThreadLinks,
     stop: flume::Receiver<()>,
     start: Instant,
+    busy_poll: Duration,
 ) -> io::Result<()> {
     let index = usize::from(shard_config.index);
     let cores = usize::from(layout.count);
@@ -767,6 +772,7 @@ fn core_thread(
             monoio::spawn(rejoin_watchdog(Rc::clone(&core), rejoin_timeout));
         }
         monoio::spawn(ticker(Rc::clone(&core)));
+        monoio::spawn(spin::run(busy_poll));
         let mut accepting = Vec::new();
         for (listener, transport) in listeners {
             let task = match listener {

@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRent;
 use monoio::net::{TcpStream, UnixStream};
 use rustls::{ServerConfig, ServerConnection};
 
@@ -64,17 +64,14 @@ impl Stream {
     }
 
     async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
-        let (result, _) = match self {
-            Self::Tcp(s) => s.write_all(buf).await,
-            Self::Unix(s) => s.write_all(buf).await,
-        };
-        result.map(|_| ())
+        self.writev_all(vec![buf]).await
     }
 
     async fn writev_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+        let fd = self.raw_fd();
         match self {
-            Self::Tcp(s) => writev::write_all(s, bufs).await,
-            Self::Unix(s) => writev::write_all(s, bufs).await,
+            Self::Tcp(s) => writev::write_all(s, fd, bufs).await,
+            Self::Unix(s) => writev::write_all(s, fd, bufs).await,
         }
     }
 
@@ -195,13 +192,10 @@ impl Link {
 
     /// Writes a batch of buffers in order: one vectored write on a plain link, one
     /// encrypted buffer on TLS.
-    pub(super) async fn write_batch(&mut self, mut batch: Vec<Bytes>) -> io::Result<()> {
+    pub(super) async fn write_batch(&mut self, batch: Vec<Bytes>) -> io::Result<()> {
         match &mut self.tls {
-            None => match batch.len() {
-                0 => Ok(()),
-                1 => self.stream.write_all(batch.swap_remove(0)).await,
-                _ => self.stream.writev_all(batch).await,
-            },
+            None if batch.is_empty() => Ok(()),
+            None => self.stream.writev_all(batch).await,
             Some(tls) => {
                 for buf in &batch {
                     // Without a buffer limit rustls takes everything.

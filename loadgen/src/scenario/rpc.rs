@@ -15,8 +15,8 @@ use switchyard_core::message::Message;
 
 use crate::payload::{self, Stamp};
 use crate::scenario::pubsub::fail;
-use crate::scenario::{sleep_until, Shard};
-use crate::session::Session;
+use crate::scenario::{sleep_until, Shard, Timeline};
+use crate::session::{Session, SessionError};
 use crate::stats::Stats;
 use crate::sys::now_ns;
 
@@ -80,20 +80,32 @@ async fn callee(shard: &Shard, k: u64, stats: &RefCell<Stats>) {
     }
     shard.progress.sessions.fetch_add(1, Ordering::Relaxed);
     loop {
-        match s.recv_until(t.drain_end).await {
-            Ok(Some(Message::Invocation(i))) => {
-                if let Err(e) = s.queue_yield(i.request, i.payload) {
-                    return fail(shard, stats, &e.cause());
-                }
-                if let Err(e) = s.flush().await {
-                    return fail(shard, stats, &e.cause());
-                }
-                stats.borrow_mut().add("invocations", 1);
-            }
-            Ok(Some(_)) => {}
+        let first = match s.recv_until(t.drain_end).await {
+            Ok(Some(m)) => m,
             Ok(None) => return,
             Err(e) => return fail(shard, stats, &e.cause()),
+        };
+        // Every invocation the last read brought is answered before one write of all the
+        // YIELDs: one system call per read, not one per call.
+        let mut next: Option<Result<Message, SessionError>> = Some(Ok(first));
+        let mut answered = 0;
+        while let Some(m) = next {
+            match m {
+                Ok(Message::Invocation(i)) => {
+                    if let Err(e) = s.queue_yield(i.request, i.payload) {
+                        return fail(shard, stats, &e.cause());
+                    }
+                    answered += 1;
+                }
+                Ok(_) => {}
+                Err(e) => return fail(shard, stats, &e.cause()),
+            }
+            next = s.try_recv();
         }
+        if let Err(e) = s.flush().await {
+            return fail(shard, stats, &e.cause());
+        }
+        stats.borrow_mut().add("invocations", answered);
     }
 }
 
@@ -174,32 +186,20 @@ async fn caller(shard: &Shard, c: &Config, k: u64, stats: &RefCell<Stats>) {
             }
             _ => t.drain_end,
         };
-        match s.recv_until(wake).await {
-            Ok(Some(Message::Result(r))) => {
-                let now = now_ns();
-                outstanding.remove(&r.request.get());
-                shard.progress.received.fetch_add(1, Ordering::Relaxed);
-                let mut st = stats.borrow_mut();
-                st.add("calls_ok", 1);
-                match payload::decode(&r.payload) {
-                    Ok(stamp)
-                        if stamp.sent_ns >= t.measure_start && stamp.sent_ns < t.measure_end =>
-                    {
-                        st.add("calls_measured", 1);
-                        st.latency.record(now.saturating_sub(stamp.sent_ns));
-                    }
-                    Ok(_) => {}
-                    Err(_) => st.fail("foreign-payload"),
-                }
-            }
-            Ok(Some(Message::Error(e))) => {
-                outstanding.remove(&e.request.get());
-                fail(shard, stats, &format!("error:{}", e.error));
-            }
-            Ok(Some(_)) => {}
+        let first = match s.recv_until(wake).await {
+            Ok(Some(m)) => m,
             Ok(None) if now_ns() >= t.drain_end => break,
-            Ok(None) => {}
+            Ok(None) => continue,
             Err(e) => return fail(shard, stats, &e.cause()),
+        };
+        // Every reply the last read brought is counted before the next calls go out in
+        // one write.
+        let mut next = Some(Ok(first));
+        while let Some(m) = next {
+            if let Err(e) = on_reply(shard, &t, m, &mut outstanding, stats) {
+                return fail(shard, stats, &e.cause());
+            }
+            next = s.try_recv();
         }
     }
     let mut st = stats.borrow_mut();
@@ -207,4 +207,38 @@ async fn caller(shard: &Shard, c: &Config, k: u64, stats: &RefCell<Stats>) {
     for _ in 0..outstanding.len() {
         st.fail("call-unanswered");
     }
+}
+
+/// Accounts one message a caller received.
+fn on_reply(
+    shard: &Shard,
+    t: &Timeline,
+    m: Result<Message, SessionError>,
+    outstanding: &mut HashSet<u64>,
+    stats: &RefCell<Stats>,
+) -> Result<(), SessionError> {
+    match m {
+        Ok(Message::Result(r)) => {
+            let now = now_ns();
+            outstanding.remove(&r.request.get());
+            shard.progress.received.fetch_add(1, Ordering::Relaxed);
+            let mut st = stats.borrow_mut();
+            st.add("calls_ok", 1);
+            match payload::decode(&r.payload) {
+                Ok(stamp) if stamp.sent_ns >= t.measure_start && stamp.sent_ns < t.measure_end => {
+                    st.add("calls_measured", 1);
+                    st.latency.record(now.saturating_sub(stamp.sent_ns));
+                }
+                Ok(_) => {}
+                Err(_) => st.fail("foreign-payload"),
+            }
+        }
+        Ok(Message::Error(e)) => {
+            outstanding.remove(&e.request.get());
+            fail(shard, stats, &format!("error:{}", e.error));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
