@@ -26,7 +26,8 @@
 //! Cookies across worker processes (`--workers 2 --cores 1`): the ticket session's cookie,
 //! presented on new connections, joins as the same principal on the other worker too
 //! (which worker a connection reaches is the kernel's choice: enough reconnects are made
-//! that both are reached, and the test checks that they were).
+//! that both are reached, and the test checks that they were). Autobahn|JS
+//! (`tests/clients/js/cookie_checks.js`) then binds a cookie by ticket and rejoins by it.
 //!
 //! What it does not cover: the failure throttle for dynamic failures end to end (the core
 //! tests in `router/tests_dynamic.rs` do; here the throttle is set out of the way).
@@ -310,5 +311,20 @@ fn a_cookie_set_by_one_worker_is_accepted_by_the_other() {
     assert!(
         elsewhere > 0,
         "every cookie session landed on worker {bound_on}: {places:?}"
+    );
+    // Autobahn|JS: a cookie bound by a ticket session lets a later connection in by cookie.
+    let mut cmd = node_js();
+    cmd.arg("cookie_checks.js")
+        .args(["--port", &port.to_string()]);
+    let run = ClientRun::run(cmd);
+    assert!(
+        run.status.success(),
+        "Autobahn|JS failed after {:?}:\n{}",
+        run.checks(),
+        run.stderr
+    );
+    assert_eq!(
+        run.checks(),
+        ["js-cookie-bound", "js-cookie-reconnect", "js-no-cookie"]
     );
 }
