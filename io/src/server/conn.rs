@@ -87,7 +87,9 @@ async fn serve_inner(
             let early = link.handshake().await?;
             open(&mut link, transport, early).await
         });
-        let mut open = pin!(open);
+        // Boxed: the opening's state (the request head, the handshake futures) is needed only
+        // until the connection opens; inline it would size every idle connection's task.
+        let mut open = Box::pin(open);
         let core = Rc::clone(core);
         poll_fn(move |cx| {
             if core.borrow_mut().opening_poll(opening, cx.waker()) {
@@ -100,7 +102,7 @@ async fn serve_inner(
     core.borrow_mut().opening_finished(opening);
     let Some(opened) = opened else {
         tracing::debug!(%peer, "opening cut short by shutdown");
-        return linger(link).await;
+        return Box::pin(linger(link)).await;
     };
     let Ok(opened) = opened else {
         tracing::debug!(%peer, "opening handshake timed out");
@@ -117,7 +119,7 @@ async fn serve_inner(
         cookie_auth,
     }) = opened?
     else {
-        return linger(link).await;
+        return Box::pin(linger(link)).await;
     };
     let (kind, framing) = match &wire {
         Wire::Ws(_) if deflate => ("websocket", Framing::PerConnection),
@@ -169,7 +171,7 @@ async fn serve_inner(
     }
     tracing::debug!(%peer, conn = id.0, "connection closed");
     result?;
-    linger(link).await
+    Box::pin(linger(link)).await
 }
 
 /// RawSocket keep-alive: when the next PING is due, or the PONG awaited and its deadline.
@@ -287,7 +289,9 @@ async fn run(
         if shared.is_dropped() {
             return Err(slow_consumer());
         }
-        unless_dropped(shared, link.write_batch(batch)).await?;
+        // Boxed: a write is transient, and inline its future (the vectored write's state)
+        // would be part of the task every idle connection keeps.
+        Box::pin(unless_dropped(shared, link.write_batch(batch))).await?;
         shared.written();
         if done || close.is_some() {
             return Ok(());
@@ -323,12 +327,12 @@ async fn run(
             },
             Wake::Readable(ready) => {
                 ready?;
-                let eof = link
-                    .read(|bytes| match wire {
-                        Wire::Ws(ws) => ws.handle_read(bytes),
-                        Wire::Raw(raw) => raw.handle_read(bytes),
-                    })
-                    .await?;
+                // Boxed, as the write above: only the wait is held while a connection idles.
+                let eof = Box::pin(link.read(|bytes| match wire {
+                    Wire::Ws(ws) => ws.handle_read(bytes),
+                    Wire::Raw(raw) => raw.handle_read(bytes),
+                }))
+                .await?;
                 if let Some(ka) = keepalive {
                     ka.heard(Instant::now());
                 }
@@ -471,9 +475,14 @@ async fn wait(link: &Link, shared: &ConnShared, timer: Option<Instant>) -> Wake 
         readable.as_mut().poll(cx).map(Wake::Readable)
     });
     match timer {
-        Some(at) => monoio::time::timeout_at(monoio::time::Instant::from_std(at), either)
-            .await
-            .unwrap_or(Wake::Timer),
+        // Boxed: the timer's entry is large and cache-line aligned; inline it would size
+        // the task of every idle connection, also those without a timer.
+        Some(at) => Box::pin(monoio::time::timeout_at(
+            monoio::time::Instant::from_std(at),
+            either,
+        ))
+        .await
+        .unwrap_or(Wake::Timer),
         None => either.await,
     }
 }
