@@ -4,7 +4,7 @@
 //! `ticket.py`, `anonymous.py`): the router calls the configured `authenticator`
 //! procedure in `authenticator-realm` (default: the realm the client asks for) with
 //! `(realm, authid, details)`, where `details` holds the transport (`type`, `peer`), the
-//! `authmethod`, the client's `authextra` and, for `ticket`, the `ticket` the client sent.
+//! pending `session` id, the `authmethod`, the client's `authextra` and, for `ticket`, the `ticket` the client sent.
 //! The procedure answers with a role string or a principal dictionary `{role, realm,
 //! authid, extra}`; an ERROR, a timeout ([`super::Limits::router_call_timeout_ms`]) or an
 //! answer of another shape denies the session with ABORT and no session is created.
@@ -182,7 +182,7 @@ impl Shard {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
-        let State::Authenticating { hello, .. } = &s.state else {
+        let State::Authenticating { hello, session, .. } = &s.state else {
             return;
         };
         let call_realm_name = req
@@ -216,7 +216,9 @@ impl Shard {
         }
         let mut details = Dict::new()
             .with("transport", transport)
-            .with("authmethod", req.method.as_str());
+            .with("authmethod", req.method.as_str())
+            // The id the session will get if welcomed, as Crossbar's pending session id.
+            .with("session", session.get());
         details.insert(
             "authextra",
             hello

@@ -166,10 +166,31 @@ fn dynamic_ticket_decides_joins_across_shards() {
         assert_eq!(args[2]["ticket"], "s3cret");
         assert_eq!(args[2]["authmethod"], "ticket");
         assert!(args[2]["transport"].is_object(), "{args}");
+        let pending = args[2]["session"].as_u64().expect("details.session");
         w.send(1, &format!(r#"[70,{req},{{}},["user"]]"#));
-        let expect = ("joe", "user", "ticket", "dynamic");
-        let got = welcomed(&mut w, 2);
-        assert_eq!((&*got.0, &*got.1, &*got.2, &*got.3), expect);
+        let got = w.take(2);
+        let v = json(&got[0]);
+        // The pending session id is the one WELCOME gives.
+        assert_eq!(
+            (v[0].as_u64(), v[1].as_u64()),
+            (Some(2), Some(pending)),
+            "{got:?}"
+        );
+        let d = &v[2];
+        assert_eq!(
+            (
+                &d["authid"],
+                &d["authrole"],
+                &d["authmethod"],
+                &d["authprovider"]
+            ),
+            (
+                &json(r#""joe""#),
+                &json(r#""user""#),
+                &json(r#""ticket""#),
+                &json(r#""dynamic""#)
+            )
+        );
         // A principal dictionary overriding the authid.
         let (req, _) = ticket_hello(&mut w, shard, 3, "x");
         w.send(
