@@ -177,19 +177,24 @@ impl Shard {
         self.sync.is_none()
     }
 
-    /// The shards a rejoining shard still waits for (a snapshot, a resync answer, or a
-    /// lower joiner's readiness), in index order; empty once it is ready. A server that
-    /// bounds the wait names these as the silent ones.
+    /// The shards a rejoining shard still waits for an answer from (a snapshot or a
+    /// resync answer), in index order; empty once it is ready. A server that bounds the
+    /// wait names these as the silent ones.
     pub fn awaited(&self) -> Vec<u16> {
         let Some(sync) = &self.sync else {
             return Vec::new();
         };
         let mut shards: Vec<u16> = sync.waiting.clone();
         shards.extend(sync.resync_wait.iter().map(|(server, _)| *server));
-        shards.extend(sync.blocked_on);
         shards.sort_unstable();
         shards.dedup();
         shards
+    }
+
+    /// The lower joiner a rejoining shard gave its attempt up for and waits to see ready
+    /// (or dead), if any: that joiner may itself be waiting for a silent shard.
+    pub fn blocked_on(&self) -> Option<u16> {
+        self.sync.as_ref().and_then(|s| s.blocked_on)
     }
 
     /// The router-wide configuration this shard runs with.

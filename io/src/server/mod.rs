@@ -832,15 +832,24 @@ async fn late_links(core: Rc<RefCell<Core>>, late: flume::Receiver<(u16, OwnedFd
 /// A restarted shard still waiting for other shards' state after `timeout` names each
 /// of them to the controller (which restarts its worker: a survivor that cannot answer is
 /// treated as failed), and checks again after each further `timeout` until it is ready.
+/// A lower joiner it gave way to is named only from the second timeout on: that joiner's
+/// own watchdog names the shard it waits for first, so an innocent joiner is not
+/// restarted for someone else's silence.
 async fn rejoin_watchdog(core: Rc<RefCell<Core>>, timeout: Duration) {
+    let mut rounds = 0u32;
     loop {
         monoio::time::sleep(timeout).await;
+        rounds += 1;
         let c = core.borrow();
         if c.shard.is_ready() {
             return;
         }
         let me = c.shard.index();
-        for shard in c.shard.awaited() {
+        let mut silent = c.shard.awaited();
+        if rounds > 1 {
+            silent.extend(c.shard.blocked_on().filter(|j| !silent.contains(j)));
+        }
+        for shard in silent {
             tracing::error!(
                 core = me,
                 shard,
