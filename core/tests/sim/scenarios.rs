@@ -86,7 +86,11 @@ fn teardown(w: &mut World) {
     if let Err(e) = w.drive() {
         w.problems.push(format!("teardown: {e}"));
     }
-    for s in 0..w.count {
+    // One probe per live shard and realm: nothing may be left in any realm.
+    let probes: Vec<(u16, String)> = (0..w.count)
+        .flat_map(|s| w.realm_names().into_iter().map(move |r| (s, r)))
+        .collect();
+    for (s, realm) in probes {
         if w.shards[usize::from(s)].is_none() {
             continue;
         }
@@ -102,12 +106,13 @@ fn teardown(w: &mut World) {
                 Step::AwaitCalls,
             ],
         );
+        w.clients[probe].realm = realm.clone();
         if let Err(e) = w.drive() {
             w.problems.push(format!("probe: {e}"));
         }
         if w.clients[probe].phase != Phase::Joined {
             w.problems
-                .push(format!("probe on shard {s} could not join"));
+                .push(format!("probe on shard {s} could not join {realm}"));
         }
         w.leave(probe, true);
         if let Err(e) = w.drive() {

@@ -171,6 +171,11 @@ impl World {
         }
     }
 
+    /// The names of the realms the router runs.
+    pub(crate) fn realm_names(&self) -> Vec<String> {
+        self.config.realms.iter().map(|r| r.name.clone()).collect()
+    }
+
     /// Adds a client homed on `shard`; returns its index.
     pub(crate) fn add_client(
         &mut self,
