@@ -474,8 +474,12 @@ impl Shard {
             life,
             requester: from,
             token,
+            to: self.recipients(),
         };
         self.broadcast(&msg);
+        if let PeerMsg::InterestAdd { to, .. } = &msg {
+            self.change_reached(from, token, to);
+        }
         if self.current(from, life) {
             self.apply_interest_add(realm, &uri, policy, id, from, from, token);
         }

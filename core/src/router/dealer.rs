@@ -273,8 +273,12 @@ impl Shard {
             session,
             requester: from,
             token,
+            to: self.recipients(),
         };
         self.broadcast(&msg);
+        if let PeerMsg::RegisterAdd { to, .. } = &msg {
+            self.change_reached(from, token, to);
+        }
         if self.current(from, life) {
             self.apply_register_add(realm, &uri, policy, invoke, id, from, session);
             self.applied(from, token, Some(id));

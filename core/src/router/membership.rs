@@ -70,11 +70,14 @@
 //! `InterestRemove`/`RegisterRemove` naming it comes back, and re-sent to the new owner if
 //! the one they went to dies first.
 //!
-//! What it does not do: a snapshot-based replica makes no attempt to be incremental. Not
-//! waiting for the joiner leaves a narrow window: a change an owner decided after its
-//! snapshot to the joiner may still travel toward the joiner when the joiner opens (its
-//! last snapshot came from another shard), so a session on the joiner could publish once
-//! without a subscriber the requester already confirmed (not seen in the simulation). The
+//! An owner's change names the shards (and lives) it went to; the requester also waits for
+//! those it counts live in that life, so a joiner the owner served before deciding
+//! acknowledges it before the session gets SUBSCRIBED/REGISTERED (else the joiner could
+//! open, its last snapshot coming from another shard, while the change still travels to
+//! it). A joiner acknowledges a change it drops as stale too: it cannot open before the
+//! sender's snapshot of its current attempt, which holds the change.
+//!
+//! What it does not do: a snapshot-based replica makes no attempt to be incremental. The
 //! membership lists are bounded by the shard count or by the request limits, not by a
 //! limit of their own.
 

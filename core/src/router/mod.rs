@@ -631,6 +631,27 @@ impl Shard {
 
     fn peer_message(&mut self, from: u16, msg: PeerMsg) {
         if self.stale(from, &msg) {
+            // A joiner acknowledges the change all the same: it cannot open before the
+            // sender's snapshot of its current attempt, which includes the change.
+            if let PeerMsg::InterestAdd {
+                shard,
+                life,
+                requester,
+                token,
+                ..
+            }
+            | PeerMsg::RegisterAdd {
+                shard,
+                life,
+                requester,
+                token,
+                ..
+            } = &msg
+            {
+                if self.current(*shard, *life) && *requester != self.index {
+                    self.send_peer(*requester, PeerMsg::Ack { token: *token });
+                }
+            }
             return;
         }
         match msg {
@@ -664,8 +685,10 @@ impl Shard {
                 life,
                 requester,
                 token,
+                to,
             } => {
                 self.forward_decided(requester, Some(token), None);
+                self.change_reached(requester, token, &to);
                 // A change about a previous life of `shard` (the owner sent it before it
                 // learnt the death) would leave interest nobody removes.
                 if self.current(shard, life) {
@@ -718,8 +741,10 @@ impl Shard {
                 session,
                 requester,
                 token,
+                to,
             } => {
                 self.forward_decided(requester, Some(token), None);
+                self.change_reached(requester, token, &to);
                 // As for InterestAdd: a callee of a previous life is not added.
                 if self.current(shard, life) {
                     self.apply_register_add(
@@ -871,6 +896,35 @@ impl Shard {
                 Some(self.owner(*realm, &g.uri, g.policy))
             }
             _ => None,
+        }
+    }
+
+    /// The live shards (this one included) with their lives: the recipients of an owner's
+    /// change.
+    fn recipients(&self) -> Vec<(u16, u64)> {
+        (0..self.count)
+            .filter(|s| self.live[usize::from(*s)])
+            .map(|s| (s, self.life_of(s)))
+            .collect()
+    }
+
+    /// The owner's change for this shard's request `token` names the shards it went to:
+    /// the request also waits for those this shard counts live in the same life (a joiner
+    /// served since the request was made acknowledges it; one the owner had not served
+    /// gets the change from the owner's snapshot before it opens).
+    fn change_reached(&mut self, requester: u16, token: u64, to: &[(u16, u64)]) {
+        if requester != self.index {
+            return;
+        }
+        let add: Vec<u16> = to
+            .iter()
+            .filter(|(s, l)| self.live[usize::from(*s)] && self.life_of(*s) == *l)
+            .map(|(s, _)| *s)
+            .collect();
+        match self.pending.get_mut(&token) {
+            Some(Pending::Subscribe(p)) => p.wait.widen(&add),
+            Some(Pending::Register(p)) => p.wait.widen(&add),
+            _ => {}
         }
     }
 
@@ -1066,20 +1120,38 @@ fn policy_of(p: Option<WirePolicy>) -> MatchPolicy {
 struct Wait {
     shards: Vec<u16>,
     id: Option<Id>,
+    /// Shards already heard from (acknowledged, or gone): never waited for again.
+    heard: Vec<u16>,
 }
 
 impl Wait {
     fn new(shards: Vec<u16>) -> Self {
-        Self { shards, id: None }
+        Self {
+            shards,
+            id: None,
+            heard: Vec::new(),
+        }
     }
 
     /// Counts `from`'s acknowledgement; true when nothing is left to wait for.
     fn ack(&mut self, from: u16, id: Option<Id>) -> bool {
         self.shards.retain(|s| *s != from);
+        if !self.heard.contains(&from) {
+            self.heard.push(from);
+        }
         if id.is_some() {
             self.id = id;
         }
         self.shards.is_empty() && self.id.is_some()
+    }
+
+    /// Also waits for `shards` not heard from yet.
+    fn widen(&mut self, shards: &[u16]) {
+        for s in shards {
+            if !self.heard.contains(s) && !self.shards.contains(s) {
+                self.shards.push(*s);
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::message::{CancelMode, Dict, InvokePolicy, Payload, Ppt, Value};
 use crate::uri::MatchPolicy;
 
 /// The encoding's version, the first byte of every message.
-pub const VERSION: u8 = 0x05;
+pub const VERSION: u8 = 0x06;
 
 /// The deepest nesting of a dictionary value in a peer message.
 const MAX_DEPTH: usize = 64;
@@ -63,6 +63,10 @@ pub enum PeerMsg {
         requester: u16,
         /// The requester's token.
         token: u64,
+        /// The shards (and their lives) the owner sent the change to, itself included:
+        /// the requester also waits for those it counts live in that life (a joiner the
+        /// owner had served gets the change only this way).
+        to: Vec<(u16, u64)>,
     },
     /// To a requester: the sender applied the change with this token.
     Ack {
@@ -151,6 +155,8 @@ pub enum PeerMsg {
         requester: u16,
         /// The requester's token.
         token: u64,
+        /// As for [`PeerMsg::InterestAdd`].
+        to: Vec<(u16, u64)>,
     },
     /// From the owner to the requester: the registration is refused with this error URI.
     RegisterReject {
@@ -608,6 +614,7 @@ impl PeerMsg {
                 life,
                 requester,
                 token,
+                to,
             } => {
                 w.u8(tag::INTEREST_ADD);
                 w.u16(*realm);
@@ -618,6 +625,7 @@ impl PeerMsg {
                 w.u64(*life);
                 w.u16(*requester);
                 w.u64(*token);
+                w.lives(to);
             }
             Self::Ack { token } => {
                 w.u8(tag::ACK);
@@ -690,6 +698,7 @@ impl PeerMsg {
                 session,
                 requester,
                 token,
+                to,
             } => {
                 w.u8(tag::REGISTER_ADD);
                 w.u16(*realm);
@@ -702,6 +711,7 @@ impl PeerMsg {
                 w.id(*session);
                 w.u16(*requester);
                 w.u64(*token);
+                w.lives(to);
             }
             Self::RegisterReject { token, error } => {
                 w.u8(tag::REGISTER_REJECT);
@@ -981,6 +991,7 @@ impl PeerMsg {
                 life: r.u64()?,
                 requester: r.u16()?,
                 token: r.u64()?,
+                to: r.lives()?,
             },
             tag::ACK => Self::Ack { token: r.u64()? },
             tag::FENCE => Self::Fence { token: r.u64()? },
@@ -1022,6 +1033,7 @@ impl PeerMsg {
                 session: r.id("session")?,
                 requester: r.u16()?,
                 token: r.u64()?,
+                to: r.lives()?,
             },
             tag::REGISTER_REJECT => Self::RegisterReject {
                 token: r.u64()?,
@@ -1299,6 +1311,13 @@ impl W<'_> {
             InvokePolicy::Last => 4,
         });
     }
+    fn lives(&mut self, to: &[(u16, u64)]) {
+        self.len(to.len());
+        for (s, l) in to {
+            self.u16(*s);
+            self.u64(*l);
+        }
+    }
     fn invoke_body(&mut self, i: &Invoke) {
         self.id(i.caller);
         self.id(i.call);
@@ -1511,6 +1530,11 @@ impl R<'_> {
             _ => return Err(PeerError::BadField("invoke")),
         })
     }
+    fn lives(&mut self) -> Result<Vec<(u16, u64)>, PeerError> {
+        (0..self.len()?)
+            .map(|_| Ok((self.u16()?, self.u64()?)))
+            .collect()
+    }
     fn invoke_body(&mut self) -> Result<Invoke, PeerError> {
         Ok(Invoke {
             caller: self.id("caller")?,
@@ -1611,6 +1635,7 @@ mod tests {
                 life: 9,
                 requester: 2,
                 token: 5,
+                to: vec![(0, 0), (3, 9)],
             },
             PeerMsg::Ack { token: u64::MAX },
             PeerMsg::Fence { token: 12 },
@@ -1685,6 +1710,7 @@ mod tests {
                 session: id(3),
                 requester: 1,
                 token: 1,
+                to: vec![],
             },
             PeerMsg::RegisterReject {
                 token: 1,
