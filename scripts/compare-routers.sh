@@ -18,7 +18,9 @@
 # Environment: DURATION (s, default 5), SUBSCRIBERS (default 1000), PUB_RATE (events/s
 #   published, default 100), ROUTER_CPU (0), LOAD_CPU (1), LOADGEN_BIN (default: build it),
 #   SKIP_CROSSBAR=1 to compare only the given URLs, OUT (results folder),
-#   OTHER_ROUTER_PID (pid of the other router, for its CPU and memory figures).
+#   OTHER_ROUTER_PID (pid of the other router, for its CPU and memory figures),
+#   LOAD_SPIN_US (the load generator's --spin-us: busy polling before it sleeps, default 0),
+#   IN_FLIGHT (calls in flight per caller in the second rpc run, default 16).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -74,13 +76,14 @@ trap cleanup EXIT
 # One router: sequential RPC round trips, RPC with 16 calls in flight, pubsub fan-out.
 run_router() {
     local name="$1" url="$2"
-    local common=(--url "$url" --serializer json --cpus "$LOAD_CPU" --duration "$DURATION" --warmup 1 --drain 2)
+    local common=(--url "$url" --serializer json --cpus "$LOAD_CPU" --duration "$DURATION" --warmup 1 --drain 2
+        --spin-us "${LOAD_SPIN_US:-0}")
     if [[ -n "${ROUTER_PID:-}" ]]; then
         common+=(--router-pid "$ROUTER_PID")
     fi
     echo "== $name ($url)" >&2
     "$LOADGEN_BIN" rpc "${common[@]}" --callers 1 --callees 1 --in-flight 1 --json "$OUT/$name-rpc-seq.json" >&2 || true
-    "$LOADGEN_BIN" rpc "${common[@]}" --callers 4 --callees 4 --in-flight 16 --json "$OUT/$name-rpc.json" >&2 || true
+    "$LOADGEN_BIN" rpc "${common[@]}" --callers 4 --callees 4 --in-flight "${IN_FLIGHT:-16}" --json "$OUT/$name-rpc.json" >&2 || true
     "$LOADGEN_BIN" pubsub "${common[@]}" --publishers 1 --subscribers "$SUBSCRIBERS" --rate "$PUB_RATE" --json "$OUT/$name-pubsub.json" >&2 || true
 }
 
@@ -117,11 +120,19 @@ python3 - "$OUT" "${names[@]}" <<'PY'
 import json, os, sys
 out, names = sys.argv[1], sys.argv[2:]
 rows = [("rpc-seq", "per_sec", "sequential calls/s"), ("rpc-seq", "p50_us", "sequential p50 µs"),
-        ("rpc-seq", "p99_us", "sequential p99 µs"), ("rpc", "per_sec", "calls/s (4x16 in flight)"),
+        ("rpc-seq", "p99_us", "sequential p99 µs"),
+        ("rpc", "per_sec", f"calls/s (4x{os.environ.get('IN_FLIGHT', '16')} in flight)"),
         ("rpc", "failures", "rpc failures"), ("pubsub", "per_sec", "events/s delivered"),
         ("pubsub", "p99_us", "event p99 µs"), ("pubsub", "lost", "events lost or late"),
         ("rpc", "router_cpu_ms", "router CPU ms (rpc run)"), ("rpc", "loadgen_cpu_ms", "load generator CPU ms (rpc run)"),
-        ("pubsub", "router_cpu_ms", "router CPU ms (pubsub run)"), ("pubsub", "loadgen_cpu_ms", "load generator CPU ms (pubsub run)")]
+        ("pubsub", "router_cpu_ms", "router CPU ms (pubsub run)"), ("pubsub", "loadgen_cpu_ms", "load generator CPU ms (pubsub run)"),
+        # The measured window alone: which side saturated (1,000 ms per second of window is a full core).
+        ("rpc-seq", "router_cpu_window_ms", "router CPU ms in the window (sequential)"),
+        ("rpc-seq", "loadgen_cpu_window_ms", "load generator CPU ms in the window (sequential)"),
+        ("rpc", "router_cpu_window_ms", "router CPU ms in the window (rpc)"),
+        ("rpc", "loadgen_cpu_window_ms", "load generator CPU ms in the window (rpc)"),
+        ("pubsub", "router_cpu_window_ms", "router CPU ms in the window (pubsub)"),
+        ("pubsub", "loadgen_cpu_window_ms", "load generator CPU ms in the window (pubsub)")]
 def fig(name, kind, key):
     try:
         with open(os.path.join(out, f"{name}-{kind}.json")) as f:

@@ -405,15 +405,40 @@ fn run(
     let router = args.router_pid.or(router_pid);
     // A router's CPU and memory include its worker processes (Crossbar runs one per
     // router worker, Switchyard one per worker process).
-    let tree_cpu = |pid: u32| -> u64 {
+    fn tree_cpu(pid: u32) -> u64 {
         connect::process_tree(pid)
             .into_iter()
             .filter_map(connect::cpu_ticks)
             .sum()
-    };
+    }
     let cpu0 = router.map(tree_cpu);
     let own0 = connect::cpu_ticks(std::process::id());
+    // The CPU of each side in the measured window alone (setup and drain would dilute it),
+    // to say which side saturated. Several worker processes: only the router's.
+    let t = plan.timeline();
+    let own = (fit.workers == 1).then(std::process::id);
+    let window_cpu = std::thread::spawn(move || {
+        let sample = || (router.map(tree_cpu), own.and_then(connect::cpu_ticks));
+        let wait_until = |at: u64| {
+            let now = now_ns();
+            if at > now {
+                std::thread::sleep(std::time::Duration::from_nanos(at - now));
+            }
+        };
+        wait_until(t.measure_start);
+        let a = sample();
+        wait_until(t.measure_end);
+        (a, sample())
+    });
     let mut stats = scenario::run(plan.clone(), fit.workers)?;
+    if let Ok(((r0, l0), (r1, l1))) = window_cpu.join() {
+        if let (Some(a), Some(b)) = (r0, r1) {
+            stats.add("router_cpu_window_ms", b.saturating_sub(a) * 10);
+        }
+        if let (Some(a), Some(b)) = (l0, l1) {
+            stats.add("loadgen_cpu_window_ms", b.saturating_sub(a) * 10);
+        }
+    }
     // /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
     if let (Some(a), Some(b)) = (own0, connect::cpu_ticks(std::process::id())) {
         if fit.workers == 1 {

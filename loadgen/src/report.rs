@@ -196,7 +196,19 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
     figures.insert("p50_us".into(), stats.latency.quantile(0.5) as f64 / 1e3);
     figures.insert("p99_us".into(), stats.latency.quantile(0.99) as f64 / 1e3);
     figures.insert("failures".into(), stats.failure_count() as f64);
-    for k in ["router_cpu_ms", "loadgen_cpu_ms", "router_rss_kib"] {
+    rows.extend(saturation(
+        &stats,
+        plan.common.cores.max(1),
+        measured,
+        window,
+    ));
+    for k in [
+        "router_cpu_ms",
+        "loadgen_cpu_ms",
+        "router_rss_kib",
+        "router_cpu_window_ms",
+        "loadgen_cpu_window_ms",
+    ] {
         if let Some(v) = stats.counters.get(k) {
             figures.insert(k.into(), *v as f64);
         }
@@ -214,9 +226,91 @@ pub fn build(plan: &crate::scenario::Plan, stats: Stats) -> Report {
     r
 }
 
+/// Which side saturated, from each side's share of its CPUs.
+fn verdict(router: f64, load: f64) -> &'static str {
+    match (router >= SATURATED, load >= SATURATED) {
+        (true, true) => "both",
+        (true, false) => "router",
+        (false, true) => "load generator",
+        (false, false) => "neither (latency bound, or the CPUs were busy with other work)",
+    }
+}
+
+/// A side at or above this share of its CPUs in the window counts as saturated.
+const SATURATED: f64 = 0.9;
+
+/// The rows saying how busy each side was in the measured window, its CPU time per
+/// operation, and which side saturated. The router counts as one core (the side-by-side
+/// setup pins it to one); the load generator as its executors.
+fn saturation(stats: &Stats, cores: usize, ops: u64, window: f64) -> Vec<(String, String)> {
+    let (Some(router), Some(load)) = (
+        stats.counters.get("router_cpu_window_ms"),
+        stats.counters.get("loadgen_cpu_window_ms"),
+    ) else {
+        return Vec::new();
+    };
+    let share = |ms: u64, cpus: usize| ms as f64 / 1e3 / window.max(1e-9) / cpus.max(1) as f64;
+    let per_op = |ms: u64| ms as f64 * 1e3 / ops.max(1) as f64;
+    let (r, l) = (share(*router, 1), share(*load, cores));
+    let side = verdict(r, l);
+    vec![
+        (
+            "router CPU in the window".into(),
+            format!(
+                "{:.0}% of one core, {:.2} µs per operation",
+                r * 100.0,
+                per_op(*router)
+            ),
+        ),
+        (
+            "load generator CPU in the window".into(),
+            format!(
+                "{:.0}% of its cores, {:.2} µs per operation",
+                l * 100.0,
+                per_op(*load)
+            ),
+        ),
+        ("saturated".into(), side.into()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Window CPU (ms) of each side over a 2 s window of 1,000 operations, the load
+    /// generator on `cores` executors: the rows name the saturated side and the time per
+    /// operation.
+    fn check(router_ms: u64, load_ms: u64, cores: usize, expect: &[&str]) {
+        let mut stats = Stats::default();
+        stats.add("router_cpu_window_ms", router_ms);
+        stats.add("loadgen_cpu_window_ms", load_ms);
+        let rows = saturation(&stats, cores, 1000, 2.0);
+        let text: Vec<String> = rows.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        for e in expect {
+            assert!(text.iter().any(|t| t.contains(e)), "{e:?} not in {text:?}");
+        }
+    }
+
+    #[test]
+    fn says_which_side_saturated() {
+        check(
+            1900,
+            400,
+            1,
+            &["saturated: router", "95% of one core", "1900.00 µs per"],
+        );
+        check(
+            400,
+            1900,
+            1,
+            &["saturated: load generator", "20% of one core"],
+        );
+        check(1990, 3800, 2, &["saturated: both", "95% of its cores"]);
+        check(400, 2000, 2, &["saturated: neither", "50% of its cores"]);
+        check(0, 0, 1, &["saturated: neither", "0.00 µs per operation"]);
+        assert!(saturation(&Stats::default(), 1, 10, 1.0).is_empty());
+    }
 
     #[test]
     fn renders() {
