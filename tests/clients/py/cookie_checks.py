@@ -24,10 +24,11 @@ import asyncio
 import json
 import sys
 
-from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.serializer import JsonSerializer
 from autobahn.wamp.types import ComponentConfig
+
+from watched import Watched
 
 WAIT = 10.0
 
@@ -36,7 +37,7 @@ def say(**fields):
     print(json.dumps(fields), flush=True)
 
 
-class Client(ApplicationSession):
+class Client(Watched):
     def __init__(self, config, joined, left, authmethods, authid, ticket):
         super().__init__(config)
         self._joined = joined
@@ -50,22 +51,6 @@ class Client(ApplicationSession):
 
     def onChallenge(self, challenge):
         return self._ticket
-
-    def onJoin(self, details):
-        self.details = details
-        if not self._joined.done():
-            self._joined.set_result(self)
-
-    def onLeave(self, details):
-        if not self._left.done():
-            self._left.set_result(details.reason)
-        self.disconnect()
-
-    def onDisconnect(self):
-        if not self._joined.done():
-            self._joined.set_exception(ConnectionError("disconnected before WELCOME"))
-        if not self._left.done():
-            self._left.set_result(None)
 
 
 async def connect(port, authmethods, authid=None, ticket=None, cookie=None):

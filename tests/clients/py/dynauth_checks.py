@@ -20,11 +20,12 @@ import asyncio
 import json
 import sys
 
-from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig, PublishOptions, RegisterOptions
+
+from watched import Watched
 
 WAIT = 10.0
 
@@ -33,7 +34,7 @@ def say(**fields):
     print(json.dumps(fields), flush=True)
 
 
-class Client(ApplicationSession):
+class Client(Watched):
     """Joins with the given authmethods/authid, answers a ticket challenge, and resolves
     `joined` (with the session) or `left` (with the ABORT/GOODBYE reason)."""
 
@@ -51,22 +52,6 @@ class Client(ApplicationSession):
     def onChallenge(self, challenge):
         assert challenge.method == "ticket", challenge
         return self._ticket
-
-    def onJoin(self, details):
-        self.details = details
-        if not self._joined.done():
-            self._joined.set_result(self)
-
-    def onLeave(self, details):
-        if not self._left.done():
-            self._left.set_result(details.reason)
-        self.disconnect()
-
-    def onDisconnect(self):
-        if not self._joined.done():
-            self._joined.set_exception(ConnectionError("disconnected before WELCOME"))
-        if not self._left.done():
-            self._left.set_result(None)
 
 
 class Node:

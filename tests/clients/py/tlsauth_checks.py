@@ -30,11 +30,12 @@ import os
 import ssl
 import sys
 
-from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig
+
+from watched import Watched
 
 WAIT = 10.0
 
@@ -51,7 +52,7 @@ def fingerprint(pem_path):
     return ":".join(digest[i : i + 2] for i in range(0, 40, 2))
 
 
-class Client(ApplicationSession):
+class Client(Watched):
     """Joins offering `authmethods`; resolves `joined` (the session) or `left` (reason)."""
 
     def __init__(self, config, authmethods, joined, left):
@@ -60,22 +61,6 @@ class Client(ApplicationSession):
 
     def onConnect(self):
         self.join(self.config.realm, authmethods=self._authmethods)
-
-    def onJoin(self, details):
-        self.details = details
-        if not self._joined.done():
-            self._joined.set_result(self)
-
-    def onLeave(self, details):
-        if not self._left.done():
-            self._left.set_result(details.reason)
-        self.disconnect()
-
-    def onDisconnect(self):
-        if not self._joined.done():
-            self._joined.set_exception(ConnectionError("disconnected before WELCOME"))
-        if not self._left.done():
-            self._left.set_result(None)
 
 
 class Checks:

@@ -23,7 +23,6 @@ import socket
 import sys
 
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
-from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
@@ -35,6 +34,8 @@ from autobahn.wamp.types import (
     SubscribeOptions,
 )
 
+from watched import Watched
+
 WAIT = 10.0
 
 
@@ -42,28 +43,13 @@ def say(**fields):
     print(json.dumps(fields), flush=True)
 
 
-class Client(ApplicationSession):
+class Client(Watched):
     """A session that resolves futures on join and leave instead of running an app."""
 
     def __init__(self, config, joined, left):
         super().__init__(config)
         self._joined = joined
         self._left = left
-
-    def onJoin(self, details):
-        if not self._joined.done():
-            self._joined.set_result(self)
-
-    def onLeave(self, details):
-        if not self._left.done():
-            self._left.set_result(details.reason)
-        self.disconnect()
-
-    def onDisconnect(self):
-        if not self._joined.done():
-            self._joined.set_exception(ConnectionError("disconnected before WELCOME"))
-        if not self._left.done():
-            self._left.set_result(None)
 
 
 class Node:
