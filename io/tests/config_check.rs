@@ -540,14 +540,16 @@ fn auth_sections_in_crossbars_shapes() {
             &format!("{t}.tls.principals.t.certificate-sha1: expected 20 bytes as 40 hex digits"),
         ],
     );
-    // Dynamic SCRAM is not supported.
-    check(
-        auth(json!({"scram": {"type": "dynamic", "authenticator": "com.example.auth"}})),
-        &[
-            &format!("{t}.scram.type: dynamic authentication is not supported for this method"),
-            &format!("{t}.scram.authenticator: ignored: part of an unsupported method"),
-        ],
-    );
+    // Dynamic SCRAM is read, under either of its names.
+    for name in ["scram", "wamp-scram"] {
+        let dynamic = auth(json!({name: {"type": "dynamic", "authenticator": "com.example.auth"}}));
+        check(dynamic.clone(), &[]);
+        let a = &check_value(&dynamic).config.unwrap().auth[0];
+        assert_eq!(
+            a.scram_dynamic.as_ref().unwrap().authenticator,
+            "com.example.auth"
+        );
+    }
 }
 
 #[test]

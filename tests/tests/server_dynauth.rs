@@ -17,11 +17,11 @@
 //!
 //! Every dynamic method on WebSocket and RawSocket (`dynauth2_checks.py` with
 //! Autobahn|Python, `dynauth_checks.js` with Autobahn|JS): `anonymous`, `ticket`, `wampcra`
-//! (plain and salted: the authenticator returns the secret) and `cryptosign` (it returns the
-//! public key) admit the right client and refuse a wrong secret, key or authid; a
+//! (plain and salted: the authenticator returns the secret), `cryptosign` (it returns the
+//! public key) and WAMP-SCRAM (Python only; it returns the credential) admit the right client and refuse a wrong secret, key or authid; a
 //! cryptosign client asking for a channel binding is refused before the authenticator is
 //! asked; a static principal whose role the realm lacks gets ABORT `no_such_role`.
-//! Autobahn|JS has no WAMP-SCRAM, and nobody has dynamic SCRAM.
+//! Autobahn|JS has no WAMP-SCRAM.
 //!
 //! Cookies across worker processes (`--workers 2 --cores 1`): the ticket session's cookie,
 //! presented on new connections, joins as the same principal on the other worker too
@@ -153,7 +153,8 @@ fn every_method_config(ports: [u16; 3]) -> Value {
     let all = json!({"call": true, "register": true, "publish": true, "subscribe": true});
     let dynamic = json!({"type": "dynamic", "authenticator": "com.example.authenticate"});
     let auth = json!({
-        "anonymous": dynamic, "ticket": dynamic, "wampcra": dynamic, "cryptosign": dynamic
+        "anonymous": dynamic, "ticket": dynamic, "wampcra": dynamic, "cryptosign": dynamic,
+        "scram": dynamic
     });
     let endpoint = |port: u16| json!({"type": "tcp", "port": port, "interface": "127.0.0.1"});
     json!({
@@ -223,6 +224,8 @@ fn every_dynamic_method_on_websocket_and_rawsocket() {
                 "wampcra-unknown",
                 "cryptosign",
                 "cryptosign-wrong-key",
+                "scram",
+                "scram-wrong-password",
                 "channel-binding-refused",
                 "no-such-role",
             ],

@@ -267,6 +267,10 @@ pub struct AuthConfig {
     /// `cryptosign` with `"type": "dynamic"`: the authenticator procedure returns the
     /// principal with its `pubkey`; the router then challenges the client to sign.
     pub cryptosign_dynamic: Option<super::DynamicConfig>,
+    /// `scram` (or `wamp-scram`) with `"type": "dynamic"`: the authenticator procedure
+    /// returns the principal with its SCRAM credential (`kdf`, `iterations`, `memory`,
+    /// `salt`, `stored-key`, `server-key`); the router then challenges the client with it.
+    pub scram_dynamic: Option<super::DynamicConfig>,
     /// `tls`: static principals identified by their client certificate's SHA-1
     /// fingerprint (`certificate-sha1`).
     pub tls: Option<Principals<TlsCertificate>>,

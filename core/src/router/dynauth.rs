@@ -16,15 +16,17 @@
 //!
 //! The configured authenticator (`auth::Configured`) answers dynamic `anonymous` and `tls`
 //! at HELLO and dynamic `ticket` at AUTHENTICATE with such a request; the answer decides.
-//! Dynamic `wampcra` and `cryptosign` ask at HELLO: the principal carries the `secret`
-//! (with `salt`, `iterations`, `keylen` when salted) or the `pubkey`, and the shard then
+//! Dynamic `wampcra`, `cryptosign` and SCRAM ask at HELLO: the principal carries the
+//! `secret` (with `salt`, `iterations`, `keylen` when salted), the `pubkey`, or the SCRAM
+//! credential (`kdf`, `iterations`, `memory`, `salt`, `stored-key`, `server-key`, as
+//! Autobahn's `derive_scram_credential` gives it), and the shard then
 //! challenges the client with it ([`super::Authenticator::dynamic_challenge`]). The
 //! principal's `extra` is the session's `authextra`. For `tls`, `details.transport` also
 //! holds `client_cert` (`sha1` fingerprint, `subject.cn`).
 //!
 //! Every refusal (an error raised, a timeout, an answer of a bad shape, a role the realm
 //! lacks) goes through the shard's failure throttle like a static refusal. What this
-//! module does not do: dynamic SCRAM.
+//! module does not do: verify anything itself (the methods' modules in `auth` do).
 
 use crate::message::{Dict, Value};
 
@@ -325,7 +327,7 @@ impl Shard {
         };
         let step = match info.authmethod.as_str() {
             // The principal carries the secret or key the client must now prove.
-            "wampcra" | "cryptosign" => {
+            "wampcra" | "cryptosign" | "scram" | "wamp-scram" => {
                 let principal = match args.first() {
                     Some(Value::Dict(d)) => d.clone(),
                     _ => Dict::new(),

@@ -2,6 +2,8 @@
 //! over one and two shards (the component on one shard, the client on the other).
 
 use super::*;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 const AUTHENTICATE: &str = "com.example.authenticate";
 const AUTHORIZE: &str = "com.example.authorize";
@@ -82,6 +84,7 @@ fn auth_config(anonymous: Anon, ticket: bool) -> AuthConfig {
         a.ticket_dynamic = Some(d.clone());
         a.wampcra_dynamic = Some(d.clone());
         a.cryptosign_dynamic = Some(d.clone());
+        a.scram_dynamic = Some(d.clone());
         a.tls_dynamic = Some(d);
     }
     a
@@ -620,6 +623,149 @@ fn dynamic_wampcra_challenges_with_the_returned_secret() {
         w.send(1, &format!(r#"[70,{req},{{}},[{answer}]]"#));
         aborted(&mut w, conn, reason);
     }
+    for s in &w.shards {
+        assert_eq!(s.pending_counts().router_calls, 0);
+    }
+}
+
+/// Client `conn` (shard 1) offers `method` (SCRAM) as `sam` with a nonce; returns the
+/// authenticator's INVOCATION.
+fn scram_hello(w: &mut World, conn: u64, method: &str) -> (u64, serde_json::Value) {
+    let got = hello_on(
+        w,
+        1,
+        conn,
+        TransportInfo::default(),
+        &format!(
+            r#"{{"roles":{{"caller":{{}}}},"authmethods":["{method}"],"authid":"sam","authextra":{{"nonce":"{}"}}}}"#,
+            STANDARD.encode(b"client-nonce")
+        ),
+    );
+    assert_eq!(got, Vec::<String>::new());
+    invocation(w)
+}
+
+/// The principal a dynamic authenticator returns for SCRAM: the credential of `password`
+/// in the shape of Autobahn's `derive_scram_credential`.
+fn scram_principal(role: &str, kdf: ScramKdf, password: &str) -> String {
+    let memory = if kdf == ScramKdf::Pbkdf2 { 0 } else { 64 };
+    let c = scram_credential(kdf, password, b"salt-of-sam", 2, memory).unwrap();
+    format!(
+        r#"{{"role":"{role}","kdf":"{}","iterations":2,"memory":{memory},"salt":"{}","stored-key":"{}","server-key":"{}"}}"#,
+        c.kdf_name,
+        hex::encode(&c.salt),
+        hex::encode(c.stored_key),
+        hex::encode(c.server_key)
+    )
+}
+
+#[test]
+fn dynamic_scram_challenges_with_the_returned_credential() {
+    let mut w = world(2, backend());
+    component(&mut w, AUTHENTICATE);
+    for (conn, kdf, method) in [
+        (2, ScramKdf::Pbkdf2, "wamp-scram"),
+        (3, ScramKdf::Argon2id13, "scram"),
+    ] {
+        let (req, args) = scram_hello(&mut w, conn, method);
+        assert_eq!(
+            (&args[1], args[2]["authmethod"].as_str()),
+            (&json(r#""sam""#), Some(method))
+        );
+        let answer = scram_principal("user", kdf, "pw");
+        w.send(1, &format!(r#"[70,{req},{{}},[{answer}]]"#));
+        let extra = challenged(&w.take(conn), method);
+        let server_nonce = extra["nonce"].as_str().unwrap();
+        let salt = extra["salt"].as_str().unwrap();
+        let iterations = extra["iterations"].as_u64().unwrap() as u32;
+        let memory = extra
+            .get("memory")
+            .map_or(0, |m| m.as_u64().unwrap() as u32);
+        let salted = scram_salted_password(
+            kdf,
+            "pw",
+            &STANDARD.decode(salt).unwrap(),
+            iterations,
+            memory,
+        )
+        .unwrap();
+        let nonce = STANDARD.encode(b"client-nonce");
+        let message = scram_auth_message("sam", &nonce, server_nonce, salt, iterations);
+        let (proof, _) = scram_client_proof(&salted, &message);
+        w.send(conn, &format!(r#"[5,"{proof}",{{}}]"#));
+        let got = welcomed(&mut w, conn);
+        assert_eq!(
+            (&*got.0, &*got.1, &*got.2, &*got.3),
+            ("sam", "user", method, "dynamic")
+        );
+    }
+    // The wrong password does not join.
+    let (req, _) = scram_hello(&mut w, 4, "wamp-scram");
+    let answer = scram_principal("user", ScramKdf::Pbkdf2, "pw");
+    w.send(1, &format!(r#"[70,{req},{{}},[{answer}]]"#));
+    let extra = challenged(&w.take(4), "wamp-scram");
+    let salt = extra["salt"].as_str().unwrap();
+    let salted = scram_salted_password(
+        ScramKdf::Pbkdf2,
+        "guess",
+        &STANDARD.decode(salt).unwrap(),
+        2,
+        0,
+    )
+    .unwrap();
+    let nonce = STANDARD.encode(b"client-nonce");
+    let message = scram_auth_message("sam", &nonce, extra["nonce"].as_str().unwrap(), salt, 2);
+    let (proof, _) = scram_client_proof(&salted, &message);
+    w.send(4, &format!(r#"[5,"{proof}",{{}}]"#));
+    aborted(&mut w, 4, "wamp.error.authentication_failed");
+    // Credentials of a bad shape, and a role the realm lacks, are refused.
+    let good = scram_principal("user", ScramKdf::Pbkdf2, "pw");
+    for (conn, answer, reason) in [
+        (
+            5,
+            r#"{"role":"user"}"#.to_owned(),
+            "wamp.error.authentication_failed",
+        ),
+        (
+            6,
+            good.replace("pbkdf2", "md5"),
+            "wamp.error.authentication_failed",
+        ),
+        (
+            7,
+            good.replace(r#""iterations":2"#, r#""iterations":0"#),
+            "wamp.error.authentication_failed",
+        ),
+        (
+            8,
+            good.replace(r#""salt":""#, r#""salt":"zz"#),
+            "wamp.error.authentication_failed",
+        ),
+        (
+            9,
+            good.replace("stored-key", "stored_key"),
+            "wamp.error.authentication_failed",
+        ),
+        (
+            10,
+            scram_principal("nobody", ScramKdf::Pbkdf2, "pw"),
+            "wamp.error.no_such_role",
+        ),
+    ] {
+        let (req, _) = scram_hello(&mut w, conn, "wamp-scram");
+        w.send(1, &format!(r#"[70,{req},{{}},[{answer}]]"#));
+        aborted(&mut w, conn, reason);
+    }
+    // Without a nonce the authenticator is not even asked.
+    let got = hello_on(
+        &mut w,
+        1,
+        11,
+        TransportInfo::default(),
+        r#"{"roles":{"caller":{}},"authmethods":["wamp-scram"],"authid":"sam"}"#,
+    );
+    assert_eq!(json(&got[0])[0], 3, "{got:?}");
+    assert!(w.take(1).is_empty());
     for s in &w.shards {
         assert_eq!(s.pending_counts().router_calls, 0);
     }

@@ -1057,7 +1057,9 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
         // `"type": "dynamic"`: an authenticator procedure decides (the `dynauth` module).
         let dynamic = value.get("type").and_then(Value::as_str) == Some("dynamic");
         match key {
-            "anonymous" | "ticket" | "wampcra" | "cryptosign" | "tls" if dynamic => {
+            "anonymous" | "ticket" | "wampcra" | "cryptosign" | "scram" | "wamp-scram" | "tls"
+                if dynamic =>
+            {
                 let d = w.obj(field).and_then(|mut obj| {
                     obj.take("type");
                     let d = dynamic_method(w, &mut obj);
@@ -1069,6 +1071,7 @@ fn auth(w: &mut Walk, field: Field<'_>) -> AuthConfig {
                     "ticket" => out.ticket_dynamic = d,
                     "wampcra" => out.wampcra_dynamic = d,
                     "cryptosign" => out.cryptosign_dynamic = d,
+                    "scram" | "wamp-scram" => out.scram_dynamic = d,
                     _ => out.tls_dynamic = d,
                 }
             }

@@ -4,18 +4,20 @@ RawSocket, plus the refusals that need no authenticator.
 Run by tests/tests/server_dynauth.rs against a node with three transports: a component
 WebSocket (`--component-port`, path `/ws`: static anonymous as `backend`, and a static
 ticket principal `ghost` whose role realm1 lacks), and a WebSocket (`--ws-port`, `/ws`) and
-a RawSocket (`--raw-port`) transport where `anonymous`, `ticket`, `wampcra` and
-`cryptosign` are all decided by the dynamic authenticator `com.example.authenticate`:
+a RawSocket (`--raw-port`) transport where `anonymous`, `ticket`, `wampcra`, `cryptosign`
+and WAMP-SCRAM are all decided by the dynamic authenticator `com.example.authenticate`:
 
     dynauth2_checks.py --component-port P --ws-port P --raw-port P \
         --transport websocket|rawsocket --serializer json|msgpack
 
 The component registers the authenticator, which answers per `details.authmethod`: a role
 for anonymous and ticket, the WAMP-CRA `secret` (plain, or salted with `salt`,
-`iterations`, `keylen`), the cryptosign `pubkey`; or raises. Checks (each prints
+`iterations`, `keylen`), the cryptosign `pubkey`, the SCRAM credential (Autobahn's
+`derive_scram_credential`); or raises. Checks (each prints
 `{"check": NAME}`; a failure raises): `anonymous`, `ticket`, `ticket-rejected`, `wampcra`,
 `wampcra-wrong-secret`, `wampcra-salted`, `wampcra-unknown`, `cryptosign`,
-`cryptosign-wrong-key`, `channel-binding-refused` (cryptosign asking for `tls-unique`, which
+`cryptosign-wrong-key`, `scram` (the client also checks the router's server signature),
+`scram-wrong-password`, `channel-binding-refused` (cryptosign asking for `tls-unique`, which
 no transport here can give, or `tls-exporter`, which nobody defines: ABORT naming the
 binding), and on the component transport `no-such-role` (the right ticket for a principal
 whose role the realm lacks: ABORT `wamp.error.no_such_role`). Waits are bounded only so
@@ -42,6 +44,7 @@ OTHER_SEED = bytes(range(1, 33))
 CRA_SECRET = "cra-secret"
 SALTED_PASSWORD = "salted-password"
 SALT = {"salt": "NaCl", "iterations": 100, "keylen": 32}
+SCRAM_PASSWORD = "scram-password"
 
 
 def say(**fields):
@@ -56,12 +59,16 @@ class Client(ApplicationSession):
         super().__init__(config)
         self.my = (method, authid, secret, authextra)
         self.joined_f, self.left_f = joined, left
+        self.scram = None
 
     def onConnect(self):
         method, authid, secret, authextra = self.my
         extra = dict(authextra or {})
         if method == "cryptosign":
             extra["pubkey"] = CryptosignKey.from_bytes(secret).public_key()
+        if method == "scram":
+            self.scram = auth.AuthScram(authid=authid, password=secret)
+            extra.update(self.scram.authextra)
         self.join(self.config.realm, authmethods=[method], authid=authid, authextra=extra)
 
     def onChallenge(self, challenge):
@@ -76,9 +83,15 @@ class Client(ApplicationSession):
             return auth.compute_wcs(key, challenge.extra["challenge"]).decode("ascii")
         if method == "cryptosign":
             return CryptosignKey.from_bytes(secret).sign_challenge(challenge)
+        if method == "scram":
+            return self.scram.on_challenge(self, challenge).decode("ascii")
         raise RuntimeError(method)
 
     def onJoin(self, details):
+        if self.scram is not None:
+            # The router proves it knew the credential too.
+            err = self.scram.on_welcome(self, details.authextra)
+            assert err is None, err
         if not self.joined_f.done():
             self.joined_f.set_result((self, details))
 
@@ -168,6 +181,8 @@ async def main():
             return dict(role="user", secret=key.decode("ascii"), **SALT)
         if method == "cryptosign" and authid == "alice":
             return {"role": "user", "pubkey": CryptosignKey.from_bytes(SEED).public_key()}
+        if method == "scram" and authid == "sam":
+            return dict(role="user", **auth.derive_scram_credential(authid, SCRAM_PASSWORD, b"salt-of-sam-1234"))
         raise ApplicationError("com.example.no_such_user", f"no {method} user {authid}")
 
     await comp.register(authenticate, "com.example.authenticate")
@@ -193,6 +208,10 @@ async def main():
     say(check="cryptosign")
     await c.refused("wamp.error.not_authorized", "cryptosign", "alice", OTHER_SEED)
     say(check="cryptosign-wrong-key")
+    await c.joins("user", "scram", "sam", SCRAM_PASSWORD)
+    say(check="scram")
+    await c.refused("wamp.error.authentication_failed", "scram", "sam", "guess")
+    say(check="scram-wrong-password")
     asked = len(seen)
     for binding in ["tls-unique", "tls-exporter"]:
         message = await c.refused(

@@ -18,12 +18,12 @@
 //!
 //! Dynamic methods (a WAMP procedure decides) answer [`Step::Dynamic`]; the shard calls
 //! the procedure (the `dynauth` module). For `anonymous`, `tls` and (at AUTHENTICATE)
-//! `ticket` its answer decides; for `wampcra` and `cryptosign` it is asked at HELLO and
-//! returns the principal's secret or public key, with which the shard then challenges the
-//! client ([`Authenticator::dynamic_challenge`]). Cookie authentication is decided by the
+//! `ticket` its answer decides; for `wampcra`, `cryptosign` and SCRAM it is asked at HELLO
+//! and returns the principal's secret, public key or SCRAM credential, with which the shard
+//! then challenges the client ([`Authenticator::dynamic_challenge`]). Cookie authentication is decided by the
 //! shard before the authenticator (the `cookie` module).
 //!
-//! What it does not do: log any secret; dynamic SCRAM; channel bindings other than
+//! What it does not do: log any secret; channel bindings other than
 //! `tls-unique` (and no transport offers that one).
 
 mod cryptosign;
@@ -314,6 +314,16 @@ impl Authenticator for Configured {
                         return Step::Dynamic(Box::new(r));
                     }
                 }
+                "scram" | "wamp-scram" if config.scram_dynamic.is_some() => {
+                    if let Some(d) = &config.scram_dynamic {
+                        // What the router cannot challenge is refused before the call.
+                        if let Err(step) = scram::client_nonce(authextra) {
+                            return step;
+                        }
+                        let r = super::dynauth::request(method, d, None);
+                        return Step::Dynamic(Box::new(r));
+                    }
+                }
                 "tls" if config.tls_dynamic.is_some() => {
                     if let Some(d) = &config.tls_dynamic {
                         if tls::certificate(ctx.transport).is_none() {
@@ -462,6 +472,22 @@ impl Configured {
                     ));
                 }
                 Ok(cryptosign::challenge(info, key, binding, &mut self.entropy))
+            }
+            "scram" | "wamp-scram" => {
+                let secret = scram::dynamic_secret(principal)
+                    .map_err(|why| Step::failed(format!("dynamic authenticator returned {why}")))?;
+                let p = Principal {
+                    role: info.authrole.clone(),
+                    realm: None,
+                    secret,
+                };
+                let method = info.authmethod.clone();
+                let found = Found {
+                    info,
+                    principal: &p,
+                };
+                let authextra = hello.details.authextra.as_ref();
+                Ok(scram::start(&method, found, authextra, &mut self.entropy))
             }
             other => Err(Step::failed(format!(
                 "no challenge for a dynamic {other} principal"

@@ -122,21 +122,83 @@ pub fn client_proof(salted: &[u8], auth_message: &str) -> (String, String) {
     )
 }
 
+/// The client's nonce from HELLO's `authextra.nonce`, or the refusal.
+pub(super) fn client_nonce(authextra: Option<&Dict>) -> Result<Vec<u8>, Step> {
+    let Some(Value::Str(nonce)) = authextra.and_then(|e| e.get("nonce")) else {
+        return Err(Step::not_authorized(
+            "scram: the client sent no nonce (authextra.nonce)",
+        ));
+    };
+    let Ok(client_nonce) = STANDARD.decode(nonce) else {
+        return Err(Step::not_authorized("scram: authextra.nonce is not base64"));
+    };
+    if client_nonce.is_empty() || client_nonce.len() > 256 {
+        return Err(Step::not_authorized(
+            "scram: authextra.nonce must be 1 to 256 bytes",
+        ));
+    }
+    Ok(client_nonce)
+}
+
+/// The SCRAM credential a dynamic authenticator returned, in the shape of a static
+/// principal's (and of Autobahn's `derive_scram_credential`): `kdf` (`argon2id13`,
+/// `argon2id-13` or `pbkdf2`), `iterations`, `memory` (KiB, argon2 only), `salt` and the
+/// two keys as hex. `Err` says what is wrong, never the key material.
+pub(super) fn dynamic_secret(principal: &Dict) -> Result<ScramSecret, String> {
+    let text = |k: &str| match principal.get(k) {
+        Some(Value::Str(s)) => Ok(s.as_str()),
+        _ => Err(format!("no `{k}` text for scram")),
+    };
+    let number = |k: &str, min: u64, max: u64| {
+        principal
+            .get(k)
+            .and_then(Value::as_u64)
+            .filter(|n| (min..=max).contains(n))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("a bad `{k}` for scram ({min} to {max})"))
+    };
+    let kdf_name = text("kdf")?;
+    let kdf = match kdf_name {
+        "argon2id13" | "argon2id-13" => ScramKdf::Argon2id13,
+        "pbkdf2" => ScramKdf::Pbkdf2,
+        _ => return Err("an unknown `kdf` for scram (argon2id13 or pbkdf2)".to_owned()),
+    };
+    let iterations = number("iterations", 1, u64::from(u32::MAX))?;
+    let memory = match kdf {
+        ScramKdf::Argon2id13 => number("memory", 8, 4 << 20)?,
+        ScramKdf::Pbkdf2 => 0,
+    };
+    let salt = hex::decode(text("salt")?)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or("a `salt` for scram that is not hex")?;
+    let key = |k: &str| {
+        hex::decode(text(k)?)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| format!("a `{k}` for scram that is not 32 bytes of hex"))
+    };
+    Ok(ScramSecret {
+        kdf,
+        kdf_name: kdf_name.to_owned(),
+        iterations,
+        memory,
+        salt,
+        stored_key: key("stored-key")?,
+        server_key: key("server-key")?,
+    })
+}
+
 pub(super) fn start(
     method: &str,
     found: Found<'_, ScramSecret>,
     authextra: Option<&Dict>,
     entropy: &mut Entropy,
 ) -> Step {
-    let Some(Value::Str(nonce)) = authextra.and_then(|e| e.get("nonce")) else {
-        return Step::not_authorized("scram: the client sent no nonce (authextra.nonce)");
+    let client_nonce = match client_nonce(authextra) {
+        Ok(n) => n,
+        Err(step) => return step,
     };
-    let Ok(client_nonce) = STANDARD.decode(nonce) else {
-        return Step::not_authorized("scram: authextra.nonce is not base64");
-    };
-    if client_nonce.is_empty() || client_nonce.len() > 256 {
-        return Step::not_authorized("scram: authextra.nonce must be 1 to 256 bytes");
-    }
     let secret = &found.principal.secret;
     let mut server_nonce = client_nonce.clone();
     server_nonce.extend_from_slice(&entropy.bytes::<16>());
