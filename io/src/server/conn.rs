@@ -327,12 +327,19 @@ async fn run(
             },
             Wake::Readable(ready) => {
                 ready?;
-                // Boxed, as the write above: only the wait is held while a connection idles.
-                let eof = Box::pin(link.read(|bytes| match wire {
+                let outcome = link.read_now(|bytes| match wire {
                     Wire::Ws(ws) => ws.handle_read(bytes),
                     Wire::Raw(raw) => raw.handle_read(bytes),
-                }))
-                .await?;
+                });
+                // rustls's answer to what it read (TLS only). Boxed, as the write above:
+                // only the wait is held while a connection idles.
+                let flushed = if link.wants_flush() {
+                    Box::pin(link.flush_tls()).await
+                } else {
+                    Ok(())
+                };
+                let eof = outcome?;
+                flushed?;
                 if let Some(ka) = keepalive {
                     ka.heard(Instant::now());
                 }

@@ -155,7 +155,20 @@ impl Link {
     /// Reads once into a pooled buffer (call after `readable`) and hands the bytes (the
     /// plaintext, on TLS) to `f`, possibly in several pieces. Returns `true` at the end of
     /// the stream (or TLS close_notify).
-    pub(super) async fn read(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<bool> {
+    pub(super) async fn read(&mut self, f: impl FnMut(&[u8])) -> io::Result<bool> {
+        let outcome = self.read_now(f);
+        // rustls may have something to say after reading: handshake flights, alerts (also
+        // the one explaining a failure), key updates.
+        let flushed = self.flush_tls().await;
+        let eof = outcome?;
+        flushed?;
+        Ok(eof)
+    }
+
+    /// [`Link::read`] without the flush of rustls's answer: the caller flushes it when
+    /// [`Link::wants_flush`] says so (then also after an error), so that a plain link's
+    /// read needs no future at all.
+    pub(super) fn read_now(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<bool> {
         let mut buf = POOL
             .with_borrow_mut(Vec::pop)
             .unwrap_or_else(|| vec![0; READ_BUFFER]);
@@ -177,12 +190,12 @@ impl Link {
                 pool.push(buf);
             }
         });
-        // rustls may have something to say after reading: handshake flights, alerts (also
-        // the one explaining a failure), key updates.
-        let flushed = self.flush_tls().await;
-        let eof = outcome?;
-        flushed?;
-        Ok(eof)
+        outcome
+    }
+
+    /// Whether rustls has bytes to send ([`Link::flush_tls`]); never on a plain link.
+    pub(super) fn wants_flush(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
     /// Writes one buffer.
@@ -207,7 +220,7 @@ impl Link {
     }
 
     /// Writes whatever rustls has to send.
-    async fn flush_tls(&mut self) -> io::Result<()> {
+    pub(super) async fn flush_tls(&mut self) -> io::Result<()> {
         let Some(tls) = &mut self.tls else {
             return Ok(());
         };
