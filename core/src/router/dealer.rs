@@ -63,6 +63,23 @@ pub(super) struct Registration {
     pub(super) withdrawn: Vec<(u16, Id)>,
 }
 
+impl Registration {
+    /// The index its invocation policy picks among `n` (> 0) candidate callees now
+    /// (advancing the round-robin cursor).
+    fn pick(&mut self, n: usize, rng: &mut super::rng::SplitMix64) -> usize {
+        match self.invoke {
+            InvokePolicy::Single | InvokePolicy::First => 0,
+            InvokePolicy::Last => n - 1,
+            InvokePolicy::RoundRobin => {
+                let i = self.next % n;
+                self.next = self.next.wrapping_add(1);
+                i
+            }
+            InvokePolicy::Random => rng.below(n as u64) as usize,
+        }
+    }
+}
+
 impl RealmDealer {
     pub(super) fn lookup(&self, uri: &str, policy: MatchPolicy) -> Option<Id> {
         self.regs.get(uri, policy).copied()
@@ -791,16 +808,7 @@ impl Shard {
         if n == 0 {
             return None;
         }
-        let pick = match g.invoke {
-            InvokePolicy::Single | InvokePolicy::First => 0,
-            InvokePolicy::Last => n - 1,
-            InvokePolicy::RoundRobin => {
-                let i = g.next % n;
-                g.next = g.next.wrapping_add(1);
-                i
-            }
-            InvokePolicy::Random => self.rng.below(n as u64) as usize,
-        };
+        let pick = g.pick(n, &mut self.rng);
         let (callee_shard, callee) = g.callees[pick];
         Some((reg_id, callee_shard, callee, g.policy != MatchPolicy::Exact))
     }
@@ -1242,16 +1250,7 @@ impl Shard {
                 continue;
             }
             let n = left.len();
-            let pick = match g.invoke {
-                InvokePolicy::Single | InvokePolicy::First => 0,
-                InvokePolicy::Last => n - 1,
-                InvokePolicy::RoundRobin => {
-                    let i = g.next % n;
-                    g.next = g.next.wrapping_add(1);
-                    i
-                }
-                InvokePolicy::Random => self.rng.below(n as u64) as usize,
-            };
+            let pick = g.pick(n, &mut self.rng);
             let (callee_shard, callee) = left[pick];
             break Some((reg_id, callee_shard, callee, g.policy != MatchPolicy::Exact));
         };
